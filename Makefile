@@ -1,0 +1,60 @@
+# The two commands an instructor needs:  make book  and  make test.
+# Both set up .venv first (once; later runs reuse it until requirements.txt or pyproject.toml change).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The CPU build of torch: a plain `torch` requirement would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: help setup book labs execute check-labs lint test test-fast browser clean
+
+help:
+	@echo "make book      build the site into _build/html (sets up .venv first)"
+	@echo "make test      run the whole test suite: lint, labs up to date, unit tests, nbval, site"
+	@echo "make labs      regenerate labs/ and the setup cells from solutions/ and _config.yml"
+	@echo "make execute   re-execute book/ and solutions/ notebooks and store their outputs"
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Headless Chromium for the site test, from Debian's packages (never a downloaded browser build).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser test"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+labs: $(STAMP)
+	$(BIN)/python -m labcore.assign
+
+execute: $(STAMP)
+	$(BIN)/python -m labcore.assign --execute
+
+check-labs: $(STAMP)
+	$(BIN)/python -m labcore.assign --check
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+book: $(STAMP)
+	rm -rf _build
+	$(BIN)/jupyter-book build . -W --keep-going
+
+# Unit tests only (fast): no notebooks, no site.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not browser" --ignore=tests/test_site.py -q
+
+test: $(STAMP) browser lint check-labs book
+	$(BIN)/python -m pytest tests book solutions labs \
+	  --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+clean:
+	rm -rf _build .pytest_cache

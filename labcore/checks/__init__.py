@@ -1,0 +1,110 @@
+"""Exercise checks: one module per lab, one ``check_<exercise>`` function per exercise.
+
+A check runs the student's function and labcore's reference on the same inputs (edge cases
+included), and either prints one success line or raises :class:`CheckFailed` with what differs: the
+input, the expected shape or values, what came, and a hint. It never shows the solution code. A
+``NotImplementedError`` from an unfinished exercise passes through unchanged, so an untouched stub
+fails loudly where the student wrote it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+__all__ = ["CheckFailed", "Case", "run_case", "compare", "passed", "assert_unchanged", "snapshot"]
+
+
+class CheckFailed(AssertionError):
+    """An exercise check found a difference; the message says which input and what differs."""
+
+
+class Case:
+    """One named input of a check, used to label failures (``Case("batch of 1")``)."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+
+    def __str__(self) -> str:
+        return self.description
+
+
+def _short(value: Any, limit: int = 6) -> str:
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().flatten()
+        head = (
+            ", ".join(f"{v:.4g}" for v in flat[:limit].tolist())
+            if flat.is_floating_point()
+            else ", ".join(str(v) for v in flat[:limit].tolist())
+        )
+        more = ", ..." if flat.numel() > limit else ""
+        return f"tensor(shape={tuple(value.shape)}, dtype={value.dtype}, values=[{head}{more}])"
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def run_case(case: Case | str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call the student's ``fn``; turn any error but ``NotImplementedError`` into ``CheckFailed``."""
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError:
+        raise
+    except CheckFailed:
+        raise
+    except Exception as err:  # noqa: BLE001 - any student error becomes feedback
+        raise CheckFailed(f"[{case}] your function raised {type(err).__name__}: {err}") from err
+
+
+def compare(
+    case: Case | str,
+    got: Any,
+    expected: torch.Tensor,
+    *,
+    atol: float = 1e-6,
+    rtol: float = 1e-5,
+    hint: str = "",
+) -> None:
+    """Raise ``CheckFailed`` unless ``got`` is a tensor equal to ``expected`` within tolerance.
+
+    Compares type, shape, dtype and device before values, each with its own message.
+    """
+    suffix = f"\n  hint: {hint}" if hint else ""
+    if not isinstance(got, torch.Tensor):
+        raise CheckFailed(f"[{case}] expected a torch.Tensor, got {type(got).__name__}{suffix}")
+    if got.shape != expected.shape:
+        raise CheckFailed(
+            f"[{case}] expected shape {tuple(expected.shape)}, got {tuple(got.shape)}{suffix}"
+        )
+    if got.dtype != expected.dtype:
+        raise CheckFailed(f"[{case}] expected dtype {expected.dtype}, got {got.dtype}{suffix}")
+    if got.device != expected.device:
+        raise CheckFailed(
+            f"[{case}] expected the result on {expected.device} (the input's device), "
+            f"got {got.device}{suffix}"
+        )
+    if not torch.allclose(got.detach(), expected.detach(), atol=atol, rtol=rtol, equal_nan=True):
+        error = (got.detach() - expected.detach()).abs().max().item()
+        raise CheckFailed(
+            f"[{case}] values differ (max abs error {error:.3g}, tolerance {atol:g} + {rtol:g}*|x|)"
+            f"\n  expected: {_short(expected)}\n  got:      {_short(got)}{suffix}"
+        )
+
+
+def assert_unchanged(case: Case | str, before: Any, after: Any, name: str) -> None:
+    """Raise ``CheckFailed`` if the student's function modified its input ``name`` in place."""
+    if isinstance(before, torch.Tensor) and not torch.equal(before, after):
+        raise CheckFailed(f"[{case}] your function modified its input {name!r} in place")
+
+
+def snapshot(value: Any) -> Any:
+    """A deep copy of an input, to detect in-place modification with :func:`assert_unchanged`."""
+    return value.detach().clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
+
+
+def passed(name: str, n_cases: int) -> None:
+    """Print the one success line of a check."""
+    cases = "1 case" if n_cases == 1 else f"all {n_cases} cases"
+    print(f"\u2714 {name}: {cases} passed")

@@ -1,0 +1,57 @@
+"""labcore's top level: device choice and seeding."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+import labcore
+
+
+def test_version_is_a_string():
+    assert isinstance(labcore.__version__, str) and labcore.__version__.count(".") == 2
+
+
+def test_get_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    monkeypatch.delenv("LABCORE_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert labcore.get_device().type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert labcore.get_device().type == "mps"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert labcore.get_device() == torch.device("cpu")
+
+
+def test_get_device_honours_prefer_and_environment(monkeypatch):
+    assert labcore.get_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("LABCORE_DEVICE", "cpu")
+    assert labcore.get_device() == torch.device("cpu")
+
+
+def test_get_device_rejects_unknown_or_unavailable(monkeypatch):
+    with pytest.raises(ValueError, match="prefer must be one of"):
+        labcore.get_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="not available"):
+        labcore.get_device("cuda")
+
+
+def test_seed_everything_makes_every_generator_repeat():
+    def draw():
+        generator = labcore.seed_everything(123)
+        legacy_numpy = np.random.rand()  # noqa: NPY002 - the global generator is what we seed
+        return (random.random(), legacy_numpy, torch.rand(3), torch.rand(2, generator=generator))
+
+    first, second = draw(), draw()
+    assert first[0] == second[0] and first[1] == second[1]
+    assert torch.equal(first[2], second[2]) and torch.equal(first[3], second[3])
+
+
+@pytest.mark.parametrize(
+    "bad, error", [(-1, ValueError), (2**32, ValueError), (1.5, TypeError), (True, TypeError)]
+)
+def test_seed_everything_rejects_bad_seeds(bad, error):
+    with pytest.raises(error, match="seed"):
+        labcore.seed_everything(bad)

@@ -1,0 +1,181 @@
+"""A real-browser smoke test of the built site (``make book`` first; ``make test`` does).
+
+The site is served on 127.0.0.1 and opened in Debian's headless Chromium driven by Playwright. Every
+request to another host is blocked, so the test also proves that the site works offline: math is
+rendered by the vendored MathJax, not a CDN.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from labcore.assign import load_config
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+def _toc_files(root: Path) -> list[str]:
+    """Every document of _toc.yml (root, chapters, sections), as paths without suffix."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections"))
+            walk(entry.get("chapters"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return files
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest's output clean
+        pass
+
+
+@pytest.fixture(scope="module")
+def site(root):
+    html = root / "_build" / "html"
+    if not (html / "index.html").is_file():
+        pytest.fail("the site is not built: run `make book` (make test builds it first)")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=html))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not shutil.which(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS
+        )
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser, site):
+    context = browser.new_context()
+    context.route(
+        "**/*",
+        lambda route: (
+            route.continue_()
+            if route.request.url.startswith(site) or route.request.url.startswith("data:")
+            else route.abort()
+        ),
+    )
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url) as response:  # noqa: S310 - 127.0.0.1 only
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_landing_page_states_aims_audience_and_chapters(page, site):
+    response = page.goto(f"{site}/index.html", wait_until="networkidle")
+    assert response is not None and response.ok
+    assert "Signals, Structures, and Systems" in page.title()
+    text = page.inner_text("article")
+    for heading in ("What this course is about", "Who it is for", "Prerequisites", "Chapter map"):
+        assert heading in text
+
+
+def test_chapter_math_renders_offline(page, site):
+    page.goto(f"{site}/book/00-function-approximation.html", wait_until="networkidle")
+    page.wait_for_function("window.MathJax && MathJax.startup && MathJax.startup.promise")
+    page.evaluate("MathJax.startup.promise")
+    assert page.locator("mjx-container").count() > 20
+    assert page.locator("mjx-merror").count() == 0
+    assert (
+        page.locator("span.math, div.math").filter(has_not=page.locator("mjx-container")).count()
+        == 0
+    )
+
+
+def test_chapter_figures_and_widget_render(page, site):
+    page.goto(f"{site}/book/00-function-approximation.html", wait_until="networkidle")
+    images = page.locator("article img")
+    local = [
+        i
+        for i in range(images.count())
+        if images.nth(i).get_attribute("src").startswith("../_images")
+    ]
+    assert len(local) >= 3, "the chapter's figures are missing"
+    for index in local:
+        assert images.nth(index).evaluate("img => img.complete && img.naturalWidth > 0")
+    page.wait_for_selector(".widget-slider, .jupyter-widgets", timeout=15_000)
+
+
+def test_every_toc_page_loads_with_no_broken_internal_link_or_image(page, site, root):
+    pages = [f"{site}/{name}.html" for name in _toc_files(root)]
+    checked: dict[str, int] = {}
+    for url in pages:
+        response = page.goto(url, wait_until="domcontentloaded")
+        assert response is not None and response.ok, f"{url} did not load"
+        targets = page.eval_on_selector_all(
+            "a[href], img[src]", "els => els.map(e => e.href || e.src)"
+        )
+        for target in targets:
+            target = urllib.parse.urldefrag(target).url
+            if not target.startswith(site) or target in checked:
+                continue
+            checked[target] = _status(target)
+        broken = {t: s for t, s in checked.items() if s != 200}
+        assert not broken, f"broken internal links or images on {url}: {broken}"
+    assert len(checked) > len(pages)
+
+
+@pytest.mark.parametrize(
+    "page_name",
+    [
+        "labs/00-function-approximation",
+        "solutions/00-function-approximation",
+        "book/00-function-approximation",
+    ],
+)
+def test_colab_button_points_at_the_notebook(page, site, root, page_name):
+    config = load_config(root)
+    page.goto(f"{site}/{page_name}.html", wait_until="domcontentloaded")
+    hrefs = page.eval_on_selector_all(
+        "a[href*='colab.research.google.com/github']", "els => els.map(e => e.href)"
+    )
+    expected = config.colab_url(f"{page_name}.ipynb")
+    assert hrefs, f"no Colab link on {page_name}"
+    assert set(hrefs) == {expected}, f"Colab links {set(hrefs)} differ from {expected}"
