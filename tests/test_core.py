@@ -55,3 +55,20 @@ def test_seed_everything_makes_every_generator_repeat():
 def test_seed_everything_rejects_bad_seeds(bad, error):
     with pytest.raises(error, match="seed"):
         labcore.seed_everything(bad)
+
+
+def test_labcore_dependencies_carry_lower_bounds_only(root):
+    """Installing labcore in Colab must never replace Colab's own torch, numpy or matplotlib."""
+    import re
+
+    import tomllib
+
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + [
+        r for extra in project.get("optional-dependencies", {}).values() for r in extra
+    ]
+    assert any(r.startswith("torch") for r in requirements)
+    for requirement in requirements:
+        assert re.fullmatch(r"[A-Za-z0-9_.-]+(\[[a-z,]+\])?>=[0-9.]+", requirement), (
+            f"{requirement!r}: labcore's dependencies take lower bounds only (no ==, <, ~=)"
+        )
