@@ -169,3 +169,14 @@ def test_an_unfinished_exercise_raises_not_implemented_error():
 
     with pytest.raises(NotImplementedError):
         checks.check_gaussian_nll(stub)
+
+
+def test_compare_reports_differing_boolean_and_integer_tensors():
+    from labcore.checks import compare
+
+    mask = torch.tril(torch.ones(3, 3, dtype=torch.bool))
+    compare("same", mask.clone(), mask)
+    with pytest.raises(CheckFailed, match="6 of 9 entries differ"):
+        compare("transposed", mask.T.contiguous(), mask)
+    with pytest.raises(CheckFailed, match="1 of 3 entries differ"):
+        compare("ints", torch.tensor([1, 2, 4]), torch.tensor([1, 2, 3]))

@@ -85,6 +85,14 @@ def compare(
             f"[{case}] expected the result on {expected.device} (the input's device), "
             f"got {got.device}{suffix}"
         )
+    if not expected.is_floating_point() and not expected.is_complex():
+        if not torch.equal(got, expected):
+            wrong = int((got != expected).sum())
+            raise CheckFailed(
+                f"[{case}] {wrong} of {expected.numel()} entries differ"
+                f"\n  expected: {_short(expected)}\n  got:      {_short(got)}{suffix}"
+            )
+        return
     if not torch.allclose(got.detach(), expected.detach(), atol=atol, rtol=rtol, equal_nan=True):
         error = (got.detach() - expected.detach()).abs().max().item()
         raise CheckFailed(
