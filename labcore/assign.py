@@ -236,28 +236,69 @@ def _parse(source: str, where: str) -> ast.Module:
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
 
 
+def _stored_names(nodes: Iterable[ast.AST]) -> set[str]:
+    """Names assigned anywhere in ``nodes`` (targets, parameters of nested code included)."""
+    return {
+        n.id
+        for node in nodes
+        for n in ast.walk(node)
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+    }
+
+
+def _parameters(args: ast.arguments) -> set[str]:
+    every = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+    return {a.arg for a in every if a is not None}
+
+
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+
+
 def _loads(tree: ast.AST, *, top_level_only: bool) -> set[str]:
-    """Names read in ``tree``; with ``top_level_only``, skip code inside function bodies."""
+    """Free names read in ``tree``; with ``top_level_only``, skip code inside function bodies.
+
+    Names bound locally before they are read do not count: a function's parameters and local
+    assignments, a ``for`` loop's target inside the loop, a comprehension's variables.
+    """
     names: set[str] = set()
 
-    def visit(node: ast.AST) -> None:
+    def visit(node: ast.AST, bound: frozenset[str]) -> None:
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            names.add(node.id)
-        if top_level_only and isinstance(node, _SCOPES):
-            # decorators and default values run when the function is defined; the body does not
-            parts: list[ast.AST] = [*getattr(node, "decorator_list", []), node.args]
-            for part in parts:
-                visit(part)
+            if node.id not in bound:
+                names.add(node.id)
+            return
+        if isinstance(node, _SCOPES):
+            # decorators and default values run when the function is defined; the body later
+            outer = [*getattr(node, "decorator_list", []), *node.args.defaults]
+            outer += [d for d in node.args.kw_defaults if d is not None]
+            for part in outer:
+                visit(part, bound)
+            if not top_level_only:
+                body = node.body if isinstance(node.body, list) else [node.body]
+                local = bound | _parameters(node.args) | _stored_names(body)
+                for statement in body:
+                    visit(statement, frozenset(local))
+            return
+        if isinstance(node, ast.For | ast.AsyncFor):
+            visit(node.iter, bound)
+            inner = frozenset(bound | _stored_names([node.target]))
+            for child in [*node.body, *node.orelse]:
+                visit(child, inner)
+            return
+        if isinstance(node, _COMPREHENSIONS):
+            inner = frozenset(bound | _stored_names([g.target for g in node.generators]))
+            for child in ast.iter_child_nodes(node):
+                visit(child, inner)
             return
         for child in ast.iter_child_nodes(node):
-            visit(child)
+            visit(child, bound)
 
-    visit(tree)
+    visit(tree, frozenset())
     return names
 
 
 def _definitions(tree: ast.AST) -> set[str]:
-    """Names bound by a cell's top-level code (assignments, defs, classes, imports, loops, ...)."""
+    """Names a cell's top-level code binds (assignments, defs, imports, loops) or changes in place."""
     names: set[str] = set()
 
     def visit(node: ast.AST) -> None:
@@ -272,11 +313,48 @@ def _definitions(tree: ast.AST) -> set[str]:
             return
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
             names.add(node.id)
+        # an object changed in place counts as defined too: x[i] = ..., x.a = ..., x.append(...)
+        if isinstance(node, ast.Subscript | ast.Attribute) and isinstance(node.ctx, ast.Store):
+            root = _root_name(node)
+            if root is not None:
+                names.add(root)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            method = node.func.attr
+            if method in _MUTATORS or (method.endswith("_") and not method.startswith("_")):
+                root = _root_name(node.func.value)
+                if root is not None:
+                    names.add(root)
         for child in ast.iter_child_nodes(node):
             visit(child)
 
     visit(tree)
     return names
+
+
+_MUTATORS = frozenset(
+    {
+        "append",
+        "extend",
+        "insert",
+        "update",
+        "add",
+        "setdefault",
+        "pop",
+        "remove",
+        "clear",
+        "discard",
+        "sort",
+        "reverse",
+        "popitem",
+    }
+)
+
+
+def _root_name(node: ast.AST) -> str | None:
+    """``x`` for ``x``, ``x[i]``, ``x.a.b``, ``x[i].a``; None when the root is not a name."""
+    while isinstance(node, ast.Subscript | ast.Attribute):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
 
 
 def _stubs(node: ast.AST) -> list[tuple[ast.Raise, bool]]:
