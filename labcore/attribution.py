@@ -583,7 +583,10 @@ def _generator(seed: int | torch.Generator | None) -> torch.Generator | None:
         raise TypeError(
             f"seed must be an int, a torch.Generator or None, got {type(seed).__name__}"
         )
-    return torch.Generator().manual_seed(seed)
+    # Small seeds give correlated first draws of torch's Mersenne Twister (with seed 0 the first 13
+    # pairs of torch.rand come out in ascending order), so mix the seed through NumPy's SeedSequence.
+    mixed = int(np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)[0])
+    return torch.Generator().manual_seed(mixed)
 
 
 def _permutations(

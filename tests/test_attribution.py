@@ -357,8 +357,11 @@ def test_shapley_sampling_is_reproducible() -> None:
     model = mlp([5, 8, 1], seed=1)
     x = randn(3, 5)
     a = shapley_sampling(model, x, n_permutations=5, seed=7)
-    b = shapley_sampling(model, x, n_permutations=5, seed=torch.Generator().manual_seed(7))
+    b = shapley_sampling(model, x, n_permutations=5, seed=7)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+    g1 = shapley_sampling(model, x, n_permutations=5, seed=torch.Generator().manual_seed(7))
+    g2 = shapley_sampling(model, x, n_permutations=5, seed=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(g1, g2, rtol=0, atol=0)
     c = shapley_sampling(model, x, n_permutations=5, seed=8)
     assert not torch.equal(a, c)
 
@@ -598,3 +601,13 @@ def test_bad_types_raise_type_error() -> None:
         shapley_sampling(model, torch.randn(2, 4), None, 0, seed=1.5)
     with pytest.raises(TypeError, match="feature_mask"):
         shapley_exact(model, torch.randn(2, 4), None, 0, feature_mask=torch.zeros(4))
+
+
+def test_shapley_sampling_permutations_are_diverse_for_small_seeds():
+    """Seed 0 used to give 10 identical permutations of 2 players (correlated first draws)."""
+    from labcore.attribution import _generator, _permutations
+
+    for seed in range(4):
+        perms = _permutations(40, 2, _generator(seed), antithetic=False)
+        first = (perms[:, 0] == 0).float().mean().item()
+        assert 0.2 < first < 0.8, f"seed {seed}: player 0 first in {first:.0%} of permutations"
