@@ -1,0 +1,627 @@
+"""Checks for lab 4, transformers as dynamical systems (``labs/04-dynamics.ipynb``).
+
+One check per exercise. Each runs the student's function and a reference (``labcore.dynamics``,
+``labcore.mean_field`` or a few lines here) on the same inputs, edge cases included (one particle,
+a batch of one system, float64, large ``beta``, the device in use), and prints one line starting with
+✔ or raises :class:`~labcore.checks.CheckFailed` saying which input failed, what was expected, what
+came and, where a typical mistake gives a recognisable result, what the likely cause is (the seed
+presentation's projection ``<x, y> y``, a softmax over the wrong axis, half steps missing in RK4,
+...). While the student's code runs, the labcore function that the exercise rebuilds is switched
+off, so that calling it fails with a clear message instead of passing silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from unittest import mock
+
+import numpy as np
+import torch
+
+import labcore
+from labcore import dynamics as D
+from labcore import mean_field as MF
+from labcore.checks import CheckFailed, assert_unchanged, compare, passed, run_case, snapshot
+
+__all__ = [
+    "check_project_tangent",
+    "check_attention_velocity",
+    "check_euler_step",
+    "check_rk4_step",
+    "check_integrate",
+    "check_convergence_order",
+    "check_cluster_counts",
+    "check_circle_velocity",
+    "check_continuity_rhs",
+]
+
+Tensor = torch.Tensor
+F64 = torch.float64
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------------
+def _device() -> torch.device:
+    return labcore.get_device()
+
+
+def _tolerance(dtype: torch.dtype) -> dict[str, float]:
+    return {"atol": 1e-10, "rtol": 1e-8} if dtype == F64 else {"atol": 2e-5, "rtol": 1e-4}
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    return (
+        a.shape == b.shape
+        and a.dtype == b.dtype
+        and a.device == b.device
+        and bool(torch.allclose(a.detach(), b.detach(), atol=1e-5, rtol=1e-4))
+    )
+
+
+def _diagnose(
+    got: object, expected: Tensor, mistakes: dict[str, Callable[[], Tensor]], default: str
+) -> str:
+    """The hint of the first typical mistake whose result equals ``got``, else ``default``.
+
+    Candidates are computed lazily and may fail (a mistake that cannot happen for this input);
+    a candidate that equals the right answer for this input is skipped.
+    """
+    if not isinstance(got, Tensor):
+        return default
+    for hint, make in mistakes.items():
+        try:
+            candidate = make()
+        except Exception:  # noqa: BLE001 - this mistake is not computable here: no match
+            continue
+        if _same(got, candidate) and not _same(candidate, expected):
+            return hint
+    return default
+
+
+def _forbid(message: str) -> Callable[..., None]:
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise CheckFailed(message)
+
+    return forbidden
+
+
+@contextlib.contextmanager
+def _without(*targets: tuple[object, str], what: str) -> Iterator[None]:
+    """Make the labcore functions ``targets`` fail while the student's code runs."""
+    with contextlib.ExitStack() as stack:
+        for module, name in targets:
+            message = (
+                f"this exercise asks you to write {what} yourself; do not call "
+                f"{module.__name__}.{name} (the check compares your result with it)"
+            )
+            stack.enter_context(mock.patch.object(module, name, _forbid(message)))
+        yield
+
+
+def _random_sphere(g: torch.Generator, *shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    x = torch.randn(*shape, generator=g, dtype=F64)
+    return (x / x.norm(dim=-1, keepdim=True)).to(dtype)
+
+
+class _Counted:
+    """A velocity field that counts its calls (to check how often a step evaluates it)."""
+
+    def __init__(self, velocity: Callable[[Tensor], Tensor]) -> None:
+        self.velocity = velocity
+        self.calls = 0
+
+    def __call__(self, x: Tensor) -> Tensor:
+        self.calls += 1
+        return self.velocity(x)
+
+
+# --------------------------------------------------------------------------------------------------
+# reference steps and the exact two-particle solution (also used by the lab)
+# --------------------------------------------------------------------------------------------------
+def _euler_step(velocity: Callable[[Tensor], Tensor], x: Tensor, dt: float) -> Tensor:
+    """Reference explicit Euler step ``x + dt v(x)``."""
+    return x + dt * velocity(x)
+
+
+def _rk4_step(velocity: Callable[[Tensor], Tensor], x: Tensor, dt: float) -> Tensor:
+    """Reference classical Runge-Kutta step."""
+    k1 = velocity(x)
+    k2 = velocity(x + (dt / 2) * k1)
+    k3 = velocity(x + (dt / 2) * k2)
+    k4 = velocity(x + dt * k3)
+    return x + (dt / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
+def _midpoint_step(velocity: Callable[[Tensor], Tensor], x: Tensor, dt: float) -> Tensor:
+    """The explicit midpoint rule ``x + dt v(x + (dt/2) v(x))``, a method of order 2."""
+    return x + dt * velocity(x + (dt / 2) * velocity(x))
+
+
+def _two_particle_gap(phi0: float, t: float) -> float:
+    """Exact angle between two particles on the circle at ``beta = 0``.
+
+    With ``beta = 0`` each particle moves towards the other with speed ``sin(phi) / 2``, so the gap
+    obeys ``dphi/dt = -sin(phi)``, whose solution is ``tan(phi / 2) = tan(phi0 / 2) e^{-t}``.
+    """
+    return 2 * math.atan(math.tan(phi0 / 2) * math.exp(-t))
+
+
+def _integrate(velocity, x0: Tensor, t_max: float, n_steps: int, method: str,
+               renormalize: bool = True) -> Tensor:
+    return D.simulate(x0, t_max, t_max / n_steps, velocity, method=method,
+                      renormalize=renormalize, progress=False)
+
+
+def _gap(x: Tensor) -> float:
+    """Angle from particle 0 to particle 1 in ``[0, 2 pi)``; ``x: (2, 2)``."""
+    return float(torch.remainder(D.to_angles(x[1]) - D.to_angles(x[0]), 2 * math.pi))
+
+
+def _reference_order(method: str, dts: list[float], t_max: float, phi0: float) -> float:
+    if method == "midpoint":
+        def simulate(x0: Tensor, dt: float) -> Tensor:
+            x = x0
+            for _ in range(round(t_max / dt)):
+                x = _midpoint_step(lambda y: D.attention_velocity(y, 0.0), x, dt)
+                x = x / x.norm(dim=-1, keepdim=True)
+            return x
+    else:
+        def simulate(x0: Tensor, dt: float) -> Tensor:
+            return _integrate(lambda y: D.attention_velocity(y, 0.0), x0, t_max,
+                              round(t_max / dt), method)[-1]
+    x0 = D.from_angles(torch.tensor([0.0, phi0], dtype=F64))
+    exact = _two_particle_gap(phi0, t_max)
+    errors = [abs(_gap(simulate(x0, dt)) - exact) for dt in dts]
+    return float(np.polyfit(np.log(dts), np.log(errors), 1)[0])
+
+
+# --------------------------------------------------------------------------------------------------
+# exercise 1: the tangent projection
+# --------------------------------------------------------------------------------------------------
+def _projection_mistakes(x: Tensor, v: Tensor) -> dict[str, Callable[[], Tensor]]:
+    inner = (x * v).sum(-1, keepdim=True)
+    return {
+        "subtract <x, v> x (the component along x), not <x, v> v: the seed presentation made "
+        "this slip, and (1 - <x, v>) v is not orthogonal to x": lambda: v - inner * v,
+        "P_perp_x v = v - <x, v> x removes the radial part; <x, v> x is the radial part itself":
+            lambda: inner * x,
+        "the inner product <x, v> sums over the last dimension only (the d coordinates of each "
+        "particle): (x * v).sum(-1, keepdim=True)": lambda: v - (x * v).sum() * x,
+    }
+
+
+def check_project_tangent(project_tangent: Callable) -> None:
+    """``project_tangent(x, v) -> v - <x, v> x``, inner product over the last dimension."""
+    g = torch.Generator().manual_seed(40)
+    device = _device()
+    cases = [
+        ("one point of the circle, x = (1, 0), v = (0.3, 0.5)",
+         torch.tensor([1.0, 0.0]), torch.tensor([0.3, 0.5])),
+        ("8 particles on S^2, shape (8, 3)",
+         _random_sphere(g, 8, 3), torch.randn(8, 3, generator=g)),
+        ("a batch of 4 systems of 5 particles, shape (4, 5, 3)",
+         _random_sphere(g, 4, 5, 3), torch.randn(4, 5, 3, generator=g)),
+        ("a batch of 1 system with 1 particle in R^4, shape (1, 1, 4)",
+         _random_sphere(g, 1, 1, 4), torch.randn(1, 1, 4, generator=g)),
+        ("float64, shape (3, 6, 2)",
+         _random_sphere(g, 3, 6, 2, dtype=F64), torch.randn(3, 6, 2, generator=g, dtype=F64)),
+        (f"on the notebook's device ({device}), shape (2, 16, 8)",
+         _random_sphere(g, 2, 16, 8).to(device), torch.randn(2, 16, 8, generator=g).to(device)),
+    ]  # fmt: skip
+    for case, x, v in cases:
+        before = (snapshot(x), snapshot(v))
+        with _without((D, "project_tangent"), what="the projection"):
+            got = run_case(case, project_tangent, x, v)
+        assert_unchanged(case, before[0], x, "x")
+        assert_unchanged(case, before[1], v, "v")
+        expected = D.project_tangent(x, v)
+        hint = _diagnose(got, expected, _projection_mistakes(x, v),
+                         "P_perp_x v = v - <x, v> x with <x, v> = (x * v).sum(-1, keepdim=True)")
+        compare(case, got, expected, **_tolerance(x.dtype), hint=hint)
+    passed("project_tangent", len(cases))
+
+
+# --------------------------------------------------------------------------------------------------
+# exercise 2: the attention velocity field
+# --------------------------------------------------------------------------------------------------
+def _attention_mistakes(x: Tensor, beta: float, Q, K, V) -> dict[str, Callable[[], Tensor]]:
+    q = x if Q is None else x @ Q.mT
+    k = x if K is None else x @ K.mT
+    v = x if V is None else x @ V.mT
+    scores = beta * q @ k.mT  # (..., n, n)
+    y = torch.softmax(scores, dim=-1) @ v  # unprojected
+    return {
+        "project with P_perp_x y = y - <x, y> x: you subtracted <x, y> y, the seed "
+        "presentation's slip, which gives (e, 1) / (1 + e)^2 for x1 in the worked example, "
+        "a vector that is not tangent to the circle":
+            lambda: y - (x * y).sum(-1, keepdim=True) * y,
+        "project the attention output onto the tangent space: velocity = P_perp_x(y) with "
+        "y_i = sum_j softmax_j(beta <Q x_i, K x_j>) V x_j": lambda: y,
+        "the softmax normalises over the keys j (the last axis, dim=-1): each particle's "
+        "weights sum to one": lambda: D.project_tangent(x, torch.softmax(scores, dim=-2) @ v),
+        "multiply the scores by beta (the inverse temperature)":
+            lambda: D.attention_velocity(x, 1.0, Q, K, V),
+        "the values are V x_j; for rows x_j this is x @ V.T (not x @ V)":
+            lambda: D.attention_velocity(x, beta, Q, K, V.mT),
+    }
+
+
+def check_attention_velocity(attention_velocity: Callable) -> None:
+    """``attention_velocity(x, beta, Q=None, K=None, V=None)``: single-head attention, projected."""
+    g = torch.Generator().manual_seed(41)
+    device = _device()
+
+    def mats(d: int, d_head: int, dtype: torch.dtype = torch.float32):
+        return (torch.randn(d_head, d, generator=g, dtype=F64).to(dtype) / math.sqrt(d),
+                torch.randn(d_head, d, generator=g, dtype=F64).to(dtype) / math.sqrt(d),
+                torch.randn(d, d, generator=g, dtype=F64).to(dtype) / math.sqrt(d))
+
+    example = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=F64)
+    cases = [
+        ("the worked example: x1 = (1, 0), x2 = (0, 1), Q = K = V = I, beta = 1",
+         example, 1.0, (None, None, None)),
+        ("4 particles on S^2, beta = 2, Q = K = V = I", _random_sphere(g, 4, 3), 2.0,
+         (None, None, None)),
+        ("a batch of 3 systems of 5 particles in R^3, Q, K: (2, 3), V: (3, 3), beta = 1.5",
+         _random_sphere(g, 3, 5, 3), 1.5, mats(3, 2)),
+        ("a batch of 1 system with a single particle (its velocity is 0)",
+         _random_sphere(g, 1, 1, 3), 1.0, mats(3, 3)),
+        ("float64, beta = 0 (uniform weights), shape (2, 6, 4)",
+         _random_sphere(g, 2, 6, 4, dtype=F64), 0.0, mats(4, 4, F64)),
+        ("beta = 200 in float32, 7 particles on S^2 (the scores reach 200: e^200 overflows)",
+         _random_sphere(g, 7, 3), 200.0, (None, None, None)),
+        (f"on the notebook's device ({device}), shape (2, 32, 8), Q, K: (4, 8)",
+         _random_sphere(g, 2, 32, 8).to(device), 3.0, tuple(m.to(device) for m in mats(8, 4))),
+    ]  # fmt: skip
+    for case, x, beta, (Q, K, V) in cases:
+        before = snapshot(x)
+        with _without((D, "attention_velocity"), (D, "transformer_velocity"),
+                      what="the attention velocity"):
+            got = run_case(case, attention_velocity, x, beta, Q, K, V)
+        assert_unchanged(case, before, x, "x")
+        expected = D.attention_velocity(x, beta, Q, K, V)
+        mistakes = _attention_mistakes(x, beta, Q, K, V)
+        default = "y_i = sum_j softmax_j(beta <Q x_i, K x_j>) V x_j, then P_perp_{x_i} y_i"
+        if beta >= 100:
+            default = ("exp(200) overflows in float32 (inf / inf = nan): use torch.softmax, "
+                       "which subtracts the largest score first")
+        hint = _diagnose(got, expected, mistakes, default)
+        if case.startswith("the worked example"):
+            hint += ("\n  by hand: softmax weights of x1 are (e, 1) / (1 + e), y1 = (e, 1) / (1 + e),"
+                     " <x1, y1> = e / (1 + e), so dx1/dt = y1 - <x1, y1> x1 = (0, 1 / (1 + e))")
+        compare(case, got, expected, **_tolerance(x.dtype), hint=hint)
+    passed("attention_velocity", len(cases))
+
+
+# --------------------------------------------------------------------------------------------------
+# exercises 3 and 4: one Euler step, one RK4 step
+# --------------------------------------------------------------------------------------------------
+def _step_cases(g: torch.Generator) -> list[tuple[str, Callable[[Tensor], Tensor], Tensor, float]]:
+    device = _device()
+    A = torch.tensor([[0.0, -1.0], [1.0, 0.0]])  # a rotation: dx/dt = A x
+    return [
+        ("a rotation field v(x) = A x in R^2, 5 points, dt = 0.1",
+         lambda x: x @ A.mT, torch.randn(5, 2, generator=g), 0.1),
+        ("attention velocity, beta = 2, a batch of 3 systems of 4 particles on S^2, dt = 0.05",
+         lambda x: D.attention_velocity(x, 2.0), _random_sphere(g, 3, 4, 3), 0.05),
+        ("a nonlinear field v(x) = sin(x) in float64, batch of 1, dt = 0.3",
+         torch.sin, torch.randn(1, 3, generator=g, dtype=F64), 0.3),
+        (f"on the notebook's device ({device}): attention velocity, beta = 4, dt = 0.1",
+         lambda x: D.attention_velocity(x, 4.0), _random_sphere(g, 2, 8, 3).to(device), 0.1),
+    ]  # fmt: skip
+
+
+def _euler_mistakes(velocity, x: Tensor, dt: float) -> dict[str, Callable[[], Tensor]]:
+    v = velocity(x)
+    return {
+        "move along the velocity: x + dt v(x), not x - dt v(x)": lambda: x - dt * v,
+        "scale the velocity by the time step: x + dt v(x)": lambda: x + v,
+        "do not renormalise inside the step (integrate does that after each step)":
+            lambda: (x + dt * v) / (x + dt * v).norm(dim=-1, keepdim=True),
+    }
+
+
+def check_euler_step(euler_step: Callable) -> None:
+    """``euler_step(velocity, x, dt) -> x + dt * velocity(x)``, one velocity evaluation."""
+    g = torch.Generator().manual_seed(42)
+    cases = _step_cases(g)
+    for case, velocity, x, dt in cases:
+        before = snapshot(x)
+        counted = _Counted(velocity)
+        with _without((D, "simulate"), what="the Euler step"):
+            got = run_case(case, euler_step, counted, x, dt)
+        assert_unchanged(case, before, x, "x")
+        if counted.calls != 1:
+            raise CheckFailed(f"[{case}] your step evaluated the velocity {counted.calls} times"
+                              "\n  hint: an explicit Euler step evaluates the velocity once, at x")
+        expected = _euler_step(velocity, x, dt)
+        hint = _diagnose(got, expected, _euler_mistakes(velocity, x, dt),
+                         "x_{k+1} = x_k + dt v(x_k)")
+        compare(case, got, expected, **_tolerance(x.dtype), hint=hint)
+    passed("euler_step", len(cases))
+
+
+def _rk4_mistakes(f, x: Tensor, dt: float) -> dict[str, Callable[[], Tensor]]:
+    return {
+        "k2 and k3 are evaluated half a step ahead: k2 = v(x + (dt/2) k1), "
+        "k3 = v(x + (dt/2) k2)": lambda: _rk4_variant(f, x, dt, half=1.0),
+        "the weights are (k1 + 2 k2 + 2 k3 + k4) / 6":
+            lambda: _rk4_variant(f, x, dt, weights=(1, 1, 1, 1), divide=4),
+        "k3 uses k2 and k4 uses k3 (each stage uses the previous one), not k1":
+            lambda: _rk4_variant(f, x, dt, chain=False),
+        "multiply the weighted average by dt: x + (dt / 6)(k1 + 2 k2 + 2 k3 + k4)":
+            lambda: _rk4_variant(f, x, dt, scale=False),
+        "that is one Euler step; RK4 combines four slopes": lambda: x + dt * f(x),
+    }
+
+
+def check_rk4_step(rk4_step: Callable) -> None:
+    """``rk4_step(velocity, x, dt)``: the classical fourth-order Runge-Kutta step."""
+    g = torch.Generator().manual_seed(43)
+    cases = _step_cases(g)
+    for case, velocity, x, dt in cases:
+        before = snapshot(x)
+        counted = _Counted(velocity)
+        with _without((D, "simulate"), what="the RK4 step"):
+            got = run_case(case, rk4_step, counted, x, dt)
+        assert_unchanged(case, before, x, "x")
+        if counted.calls != 4:
+            raise CheckFailed(f"[{case}] your step evaluated the velocity {counted.calls} times"
+                              "\n  hint: RK4 evaluates it four times: k1, k2, k3, k4")
+        mistakes = _rk4_mistakes(velocity, x, dt)
+        expected = _rk4_step(velocity, x, dt)
+        hint = _diagnose(got, expected, mistakes, "k1 = v(x), k2 = v(x + dt/2 k1), k3 = v(x + dt/2 k2), "
+                         "k4 = v(x + dt k3), x + dt/6 (k1 + 2 k2 + 2 k3 + k4)")
+        compare(case, got, expected, **_tolerance(x.dtype), hint=hint)
+    passed("rk4_step", len(cases))
+
+
+def _rk4_variant(f, x: Tensor, dt: float, *, half: float = 0.5, weights=(1, 2, 2, 1),
+                 divide: float = 6, chain: bool = True, scale: bool = True) -> Tensor:
+    k1 = f(x)
+    k2 = f(x + half * dt * k1)
+    k3 = f(x + half * dt * (k2 if chain else k1))
+    k4 = f(x + dt * (k3 if chain else k1))
+    combo = sum(w * k for w, k in zip(weights, (k1, k2, k3, k4), strict=True)) / divide
+    return x + (dt if scale else 1.0) * combo
+
+
+# --------------------------------------------------------------------------------------------------
+# exercise 5: the time loop
+# --------------------------------------------------------------------------------------------------
+def _integrate_mistakes(velocity, x0: Tensor, t_max: float, n_steps: int, method: str,
+                        renormalize: bool) -> dict[str, Callable[[], Tensor]]:
+    return {
+        "the trajectory starts with x0: return n_steps + 1 frames (x0, x1, ..., x_n)":
+            lambda: _integrate(velocity, x0, t_max, n_steps, method, renormalize)[1:],
+        "renormalise only when renormalize=True":
+            lambda: _integrate(velocity, x0, t_max, n_steps, method, True),
+        "after each step divide every particle by its norm (over the last dimension): "
+        "x / x.norm(dim=-1, keepdim=True)":
+            lambda: _integrate(velocity, x0, t_max, n_steps, method, False),
+        "the step size is dt = t_max / n_steps":
+            lambda: _integrate(velocity, x0, n_steps * 1.0, n_steps, method, renormalize),
+    }
+
+
+def check_integrate(integrate: Callable) -> None:
+    """``integrate(velocity, x0, t_max, n_steps, step, renormalize=True) -> (n_steps + 1, ...)``."""
+    g = torch.Generator().manual_seed(44)
+    device = _device()
+    A = torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=F64)
+    cases = [
+        ("Euler, attention velocity beta = 1, 6 particles on the circle (float64), "
+         "t_max = 1, 10 steps", lambda x: D.attention_velocity(x, 1.0),
+         _random_sphere(g, 6, 2, dtype=F64), 1.0, 10, "euler", True),
+        ("RK4, beta = 4, a batch of 2 systems of 5 particles on S^2, t_max = 0.5, 5 steps",
+         lambda x: D.attention_velocity(x, 4.0), _random_sphere(g, 2, 5, 3), 0.5, 5, "rk4", True),
+        ("Euler without renormalisation on a rotation field (the norm grows by sqrt(1 + dt^2) "
+         "per step), 3 points, t_max = 2, 8 steps", lambda x: x @ A.mT,
+         _random_sphere(g, 3, 2, dtype=F64), 2.0, 8, "euler", False),
+        ("RK4, a single step, batch of 1 system", lambda x: D.attention_velocity(x, 2.0),
+         _random_sphere(g, 1, 4, 3), 0.2, 1, "rk4", True),
+        (f"on the notebook's device ({device}), RK4, beta = 9, 4 steps",
+         lambda x: D.attention_velocity(x, 9.0), _random_sphere(g, 2, 16, 3).to(device), 0.4, 4,
+         "rk4", True),
+    ]  # fmt: skip
+    steps = {"euler": _euler_step, "rk4": _rk4_step}
+    for case, velocity, x0, t_max, n_steps, method, renormalize in cases:
+        before = snapshot(x0)
+        calls = 0
+
+        def step(v, x, dt, method=method):
+            nonlocal calls
+            calls += 1
+            return steps[method](v, x, dt)
+
+        with _without((D, "simulate"), what="the time loop"):
+            got = run_case(case, integrate, velocity, x0, t_max, n_steps, step,
+                           renormalize=renormalize)
+        assert_unchanged(case, before, x0, "x0")
+        if calls != n_steps:
+            raise CheckFailed(f"[{case}] step was called {calls} times, expected {n_steps}"
+                              "\n  hint: call step(velocity, x, dt) once per time step, with "
+                              "dt = t_max / n_steps")
+        expected = _integrate(velocity, x0, t_max, n_steps, method, renormalize)
+        mistakes = _integrate_mistakes(velocity, x0, t_max, n_steps, method, renormalize)
+        hint = _diagnose(got, expected, mistakes, "frames[0] = x0, frames[k+1] = step(velocity, "
+                         "frames[k], dt), renormalised if asked; stack them along a new first axis")
+        compare(case, got, expected, **_tolerance(x0.dtype), hint=hint)
+    passed("integrate", len(cases))
+
+
+# --------------------------------------------------------------------------------------------------
+# exercise 6: the measured order of convergence
+# --------------------------------------------------------------------------------------------------
+def check_convergence_order(convergence_order: Callable) -> None:
+    """``convergence_order(step, dts, t_max=2.0, phi0=1.5) -> float``: slope of log error vs log dt."""
+    cases = [
+        ("Euler, dts = 0.2, 0.1, 0.05, 0.025", "euler", _euler_step, [0.2, 0.1, 0.05, 0.025]),
+        ("RK4, dts = 0.5, 0.25, 0.125, 0.0625", "rk4", _rk4_step, [0.5, 0.25, 0.125, 0.0625]),
+        ("the midpoint rule (a method of order 2), dts = 0.4, 0.2, 0.1, 0.05", "midpoint",
+         _midpoint_step, [0.4, 0.2, 0.1, 0.05]),
+    ]  # fmt: skip
+    for case, method, step, dts in cases:
+        got = run_case(case, convergence_order, step, dts)
+        try:
+            slope = float(got)
+        except (TypeError, ValueError):
+            raise CheckFailed(f"[{case}] expected a number (the fitted slope), got "
+                              f"{type(got).__name__}") from None
+        expected = _reference_order(method, dts, 2.0, 1.5)
+        if not abs(slope - expected) < 0.02:
+            raise CheckFailed(
+                f"[{case}] expected a slope of {expected:.3f}, got {slope:.3f}\n  hint: for each "
+                "dt integrate the two particles at beta = 0 from angles (0, phi0) to t_max with "
+                "n_steps = round(t_max / dt) (renormalised), take the gap angle with D.to_angles, "
+                "the error |gap - two_particle_gap(phi0, t_max)|, and fit "
+                "np.polyfit(np.log(dts), np.log(errors), 1)[0]"
+            )
+    passed("convergence_order", len(cases))
+
+
+# --------------------------------------------------------------------------------------------------
+# exercise 7: cluster counts over time, for several beta
+# --------------------------------------------------------------------------------------------------
+def _reference_counts(x0: Tensor, betas, t_max: float, dt: float, tol: float,
+                      record_every: int) -> Tensor:
+    counts = []
+    for beta in betas:
+        traj = D.simulate(x0, t_max, dt, lambda x, beta=beta: D.attention_velocity(x, beta),
+                          record_every=record_every, progress=False)
+        counts.append(D.count_clusters(traj, tol))
+    return torch.stack(counts)
+
+
+def _transposed(expected: Tensor) -> dict[str, Callable[[], Tensor]]:
+    return {"stack the counts as (len(betas), T, *batch): one row per beta, then time":
+            lambda: expected.transpose(0, 1)}
+
+
+def check_cluster_counts(cluster_counts: Callable) -> None:
+    """``cluster_counts(x0, betas, t_max, dt, tol, record_every=1) -> (len(betas), T, ...)``."""
+    device = _device()
+    cases = [
+        ("3 systems of 6 particles on the circle (float64), betas = [1, 9], t_max = 5, dt = 0.1, "
+         "tol = 0.05, record_every = 10", D.random_sphere(6, 2, (3,), seed=45, dtype=F64),
+         [1.0, 9.0], 5.0, 0.1, 0.05, 10),
+        ("one system of 8 particles on S^2 (no batch dimension), betas = [4], t_max = 2, "
+         "dt = 0.1, tol = 0.1, record_every = 5", D.random_sphere(8, 3, seed=46), [4.0], 2.0, 0.1,
+         0.1, 5),
+        (f"on the notebook's device ({device}): 2 systems of 10 particles, betas = [0.5, 2, 8]",
+         D.random_sphere(10, 3, (2,), seed=47, device=device), [0.5, 2.0, 8.0], 3.0, 0.2, 0.05, 5),
+    ]  # fmt: skip
+    for case, x0, betas, t_max, dt, tol, record_every in cases:
+        before = snapshot(x0)
+        got = run_case(case, cluster_counts, x0, betas, t_max, dt, tol, record_every)
+        assert_unchanged(case, before, x0, "x0")
+        expected = _reference_counts(x0, betas, t_max, dt, tol, record_every)
+        if isinstance(got, Tensor) and got.shape == expected.shape and got.dtype != expected.dtype:
+            got = got.to(expected.dtype) if not got.is_floating_point() else got
+        hint = _diagnose(
+            got, expected, _transposed(expected),
+            "for each beta, simulate with D.simulate (keeping one frame every record_every steps) "
+            "and count with D.count_clusters(trajectory, tol); frame 0 is x0",
+        )
+        compare(case, got, expected, hint=hint)
+    passed("cluster_counts", len(cases))
+
+
+# --------------------------------------------------------------------------------------------------
+# exercises 8 and 9: the mean-field velocity and the continuity equation on the circle
+# --------------------------------------------------------------------------------------------------
+def _densities(g: torch.Generator, device: torch.device):
+    def smooth(batch: tuple[int, ...], n_grid: int, dtype=F64) -> Tensor:
+        theta = MF.circle_grid(n_grid, dtype=F64)
+        k = torch.arange(1, 5, dtype=F64)
+        a = 0.15 * torch.randn(*batch, 4, 1, generator=g, dtype=F64)
+        p = 2 * math.pi * torch.rand(*batch, 4, 1, generator=g, dtype=F64)
+        rho = (1 + (a * torch.cos(k[:, None] * theta + p)).sum(-2)) / (2 * math.pi)
+        return rho.to(dtype)
+
+    theta64 = MF.circle_grid(64, dtype=F64)
+    bump = torch.exp(3 * torch.cos(theta64 - 1.0))
+    bump = bump / (bump.sum() * 2 * math.pi / 64)
+    return [
+        ("a von Mises bump on 64 grid points, beta = 4", bump, 4.0),
+        ("a batch of 3 smooth densities on 128 points, beta = 1", smooth((3,), 128), 1.0),
+        ("float32, a batch of 2 densities on 64 points, beta = 9", smooth((2,), 64,
+                                                                          torch.float32), 9.0),
+        ("an odd grid (45 points: no Nyquist frequency), beta = 2", smooth((), 45), 2.0),
+        ("a batch of 1 density on 32 points, beta = 0.5", smooth((1,), 32), 0.5),
+        (f"on the notebook's device ({device}), 2 densities on 96 points, beta = 16",
+         smooth((2,), 96, torch.float32).to(device), 16.0),
+    ]  # fmt: skip
+
+
+def _spectral_derivative(f: Tensor) -> Tensor:
+    """``d/dtheta`` of grid values by FFT, the Nyquist frequency dropped."""
+    n = f.shape[-1]
+    k = torch.arange(n // 2 + 1, device=f.device)
+    ik = 1j * (k * (k <= (n - 1) // 2)).to(f.dtype)
+    return torch.fft.irfft(ik * torch.fft.rfft(f), n=n)
+
+
+def _continuity_rhs(rho: Tensor, beta: float) -> Tensor:
+    return -_spectral_derivative(rho * MF.circle_velocity(rho, beta))
+
+
+def _velocity_mistakes(expected: Tensor, beta: float) -> dict[str, Callable[[], Tensor]]:
+    return {
+        "divide by beta: v = Z' / (beta Z)": lambda: beta * expected,
+        "d/dtheta e^{i k theta} = +i k e^{i k theta}: multiply the coefficients by +1j * k":
+            lambda: -expected,
+    }
+
+
+def check_circle_velocity(circle_velocity: Callable) -> None:
+    """``circle_velocity(rho, beta)``: ``(1/beta) d/dtheta log(k_beta * rho)`` by FFT."""
+    g = torch.Generator().manual_seed(48)
+    cases = _densities(g, _device())
+    for case, rho, beta in cases:
+        before = snapshot(rho)
+        with _without((MF, "circle_velocity"), what="the mean-field velocity"):
+            got = run_case(case, circle_velocity, rho, beta)
+        assert_unchanged(case, before, rho, "rho")
+        expected = MF.circle_velocity(rho, beta)
+        if isinstance(got, Tensor) and got.is_complex():
+            raise CheckFailed(f"[{case}] your result is complex ({got.dtype})\n  hint: go back "
+                              "to the grid with torch.fft.irfft(..., n=n_grid), which returns a "
+                              "real tensor")
+        hint = _diagnose(
+            got, expected, _velocity_mistakes(expected, beta),
+            "v = Z' / (beta Z) with Z = k_beta * rho: multiply the rfft coefficients of rho by the "
+            "kernel's (MF.circle_kernel_coefficients, in rho's dtype and on its device), drop the "
+            "Nyquist mode, and differentiate with 1j * k",
+        )
+        compare(case, got, expected, **_tolerance(rho.dtype), hint=hint)
+    passed("circle_velocity", len(cases))
+
+
+def _rhs_mistakes(rho: Tensor, beta: float, expected: Tensor) -> dict[str, Callable[[], Tensor]]:
+    return {
+        "the sign: d rho/dt = -d/dtheta(rho v) (mass flows along v)": lambda: -expected,
+        "differentiate the flux rho v, not the velocity alone":
+            lambda: -_spectral_derivative(MF.circle_velocity(rho, beta)),
+    }
+
+
+def check_continuity_rhs(continuity_rhs: Callable) -> None:
+    """``continuity_rhs(rho, beta) = -d/dtheta(rho v[rho])``, the derivative taken spectrally."""
+    g = torch.Generator().manual_seed(49)
+    cases = _densities(g, _device())
+    for case, rho, beta in cases:
+        before = snapshot(rho)
+        got = run_case(case, continuity_rhs, rho, beta)
+        assert_unchanged(case, before, rho, "rho")
+        expected = _continuity_rhs(rho, beta)
+        hint = _diagnose(
+            got, expected, _rhs_mistakes(rho, beta, expected),
+            "the flux is rho * v[rho]; differentiate it spectrally (1j * k, Nyquist mode dropped) "
+            "and change the sign",
+        )
+        compare(case, got, expected, **_tolerance(rho.dtype), hint=hint)
+    passed("continuity_rhs", len(cases))
