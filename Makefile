@@ -53,7 +53,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not browser" --ignore=tests/test_site.py -q
 
 test: $(STAMP) browser lint check-labs book
-	$(BIN)/python -m pytest tests book solutions labs \
+	$(BIN)/python -m pytest tests book solutions labs -n 2 --dist loadfile \
 	  --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
 clean:

@@ -1,0 +1,1663 @@
+"""Batch autograder: grade many lab submissions against hidden tests, safely, in one command.
+
+Usage::
+
+    python -m labcore.grade 00-function-approximation submissions/*.ipynb \\
+        --out grades.csv --feedback-dir feedback --jobs 4
+
+``<lab>`` is the lab's file stem in ``labs/``; its hidden tests and points are a rubric in
+:mod:`labcore.rubrics`. The result is a CSV gradebook (``submission``, one column per exercise
+``grade_id``, ``total``, ``max_total``, ``status``) and one Markdown feedback file per submission.
+
+How a submission is graded (all of it on Linux):
+
+1. The grader's main process gives every submission its own *worker process* (at most ``--jobs``
+   at a time, forked from a multiprocessing server that has imported torch once) and its own fresh
+   temporary directory, holding a copy of the notebook and nothing else; outputs are written by
+   the main process only after every worker and kernel has ended.
+2. The worker starts a fresh IPython kernel (nbclient) in that directory through a small launch
+   wrapper that sets ``resource.setrlimit`` limits on the kernel before it starts: address space
+   (``RLIMIT_AS`` = ``--memory-mb``), file size, CPU time and no core dumps. When the grader runs
+   as root (a container), the wrapper also drops the kernel to a fresh unprivileged uid per
+   submission (``--isolation``), which then cannot read other submissions' directories, the
+   grader's files, or signal other processes, and whose process count is limited.
+3. The worker runs the student's code cells one by one with a per-cell time limit (``--timeout``)
+   inside a total limit (``--total-timeout``); errors do not stop the run. A cell that times out
+   is interrupted and grading goes on; a kernel that dies or ignores the interrupt ends the run.
+   After a cell that raised, the worker drops IPython's references to the failed frames (their
+   memory would stay allocated); printed output beyond 8 MB is dropped inside the kernel and none
+   of it is kept by the grader.
+4. Right after an exercise cell has run (its cell id, or nbgrader ``grade_id``, is the rubric's
+   ``grade_id``), the worker writes each hidden input to a file and injects a few lines that call
+   the student's function (by the name the lab defines) and save its *raw* result with
+   ``torch.save``. The worker loads the result with ``torch.load(weights_only=True)`` (no
+   arbitrary unpickling), checks a per-case nonce, and compares it with labcore's reference in
+   its own process. Nothing the kernel prints or claims counts; points are saved exercise by
+   exercise, so a later crash keeps the points already earned.
+5. When the worker ends, the main process kills whatever the kernel left behind (its uid's
+   processes, or every process carrying the submission's random token in its environment) and
+   removes the temporary directory.
+
+The grader also *flags* (never penalises) submissions that reference labcore's reference
+implementation of a graded function (:func:`find_reference_use`, plus a run-time check of the
+function's ``__module__``), because hidden tests cannot tell a student's correct function from
+labcore's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import io
+import json
+import math
+import multiprocessing
+import os
+import re
+import secrets
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import torch
+
+from labcore.rubrics import (
+    RUBRICS,
+    Exercise,
+    HiddenCase,
+    Opaque,
+    Rubric,
+    TensorResult,
+    available_labs,
+    load_rubric,
+)
+
+__all__ = [
+    "CaseOutcome",
+    "ExerciseGrade",
+    "SubmissionGrade",
+    "find_reference_use",
+    "submission_names",
+    "grade_submissions",
+    "write_csv",
+    "write_feedback",
+    "main",
+]
+
+MAX_NOTEBOOK_BYTES = 20 * 2**20  # larger submissions are refused
+MAX_RESULT_BYTES = 64 * 2**20  # a hidden case's result file
+MAX_TENSOR_ELEMENTS = 4_000_000  # a returned tensor larger than this is not transported
+KERNEL_FILE_BYTES = 256 * 2**20  # RLIMIT_FSIZE of the kernel: the largest file it may write
+KERNEL_NPROC = 512  # RLIMIT_NPROC of a kernel running under its own uid (threads count)
+OUTPUT_NOTE_BYTES = 2**20  # more printed output than this is reported in the status
+KERNEL_OUTPUT_BYTES = 8 * 2**20  # printed text per stream beyond this is dropped in the kernel
+PROBE_TIMEOUT_S = 5  # how long an interrupted kernel has to become responsive again
+WORKER_GRACE_S = 90  # a worker gets --total-timeout plus this before it is killed
+TOKEN_ENV = "LABCORE_GRADER_TOKEN"
+UID_RANGE = (200_000, 1_200_000)  # sandbox uids: far above real accounts
+ISOLATION_CHOICES = ("auto", "uid", "none")
+MEMORY_ERRORS = ("MemoryError", "OutOfMemoryError")
+MEMORY_TEXT = ("can't allocate memory", "cannot allocate memory", "bad_alloc", "out of memory")
+
+
+# --------------------------------------------------------------------------- grades
+@dataclass
+class CaseOutcome:
+    """One hidden case of an exercise: its input's description, whether it passed, and why not."""
+
+    name: str
+    passed: bool
+    message: str = ""
+
+
+@dataclass
+class ExerciseGrade:
+    """The grade of one exercise: points earned, per-case outcomes and a one-line summary."""
+
+    grade_id: str
+    function: str
+    max_points: float
+    points: float = 0.0
+    cases: list[CaseOutcome] = field(default_factory=list)
+    summary: str = "not graded"
+    graded: bool = False
+
+
+@dataclass
+class SubmissionGrade:
+    """Everything the grader found about one submission.
+
+    Attributes:
+        submission: the name used in the CSV and for the feedback file.
+        path: the notebook that was graded.
+        lab: the lab's stem.
+        exercises: one grade per rubric exercise, in rubric order.
+        notes: what went wrong while running it (timeouts, kernel death, limits, ...).
+        flags: references to labcore's reference implementation (for review, no penalty).
+        cell_errors: ``"<cell>: <error>"`` for each of the student's cells that raised.
+        seconds: wall-clock time spent on it.
+        finished: whether the worker got to the end (False if it was killed or crashed).
+    """
+
+    submission: str
+    path: str
+    lab: str
+    exercises: list[ExerciseGrade]
+    notes: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    cell_errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    finished: bool = False
+
+    @property
+    def total(self) -> float:
+        """Points earned, over all exercises."""
+        return round(sum(e.points for e in self.exercises), 2)
+
+    @property
+    def max_total(self) -> float:
+        """Points of a perfect submission."""
+        return round(sum(e.max_points for e in self.exercises), 2)
+
+    @property
+    def status(self) -> str:
+        """``ok``, or the notes and flags joined by ``; `` (one line, for the CSV)."""
+        parts = list(self.notes)
+        if self.flags:
+            parts.append("flagged: references labcore's reference implementation (see feedback)")
+        return "; ".join(parts) or "ok"
+
+    def exercise(self, grade_id: str) -> ExerciseGrade:
+        """The grade of the exercise ``grade_id``."""
+        return next(e for e in self.exercises if e.grade_id == grade_id)
+
+    def to_json(self) -> str:
+        """Serialise (the worker hands its progress to the main process this way)."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> SubmissionGrade:
+        """Inverse of :meth:`to_json`."""
+        data = json.loads(text)
+        exercises = [
+            ExerciseGrade(**{**e, "cases": [CaseOutcome(**c) for c in e["cases"]]})
+            for e in data.pop("exercises")
+        ]
+        return cls(exercises=exercises, **data)
+
+    @classmethod
+    def empty(cls, submission: str, path: str, rubric: Rubric) -> SubmissionGrade:
+        """A grade with zero points for every exercise of ``rubric``."""
+        return cls(
+            submission=submission,
+            path=path,
+            lab=rubric.lab,
+            exercises=[ExerciseGrade(e.grade_id, e.function, e.points) for e in rubric.exercises],
+        )
+
+
+# --------------------------------------------------------------------------- detector
+def _parse_cell(source: Any) -> ast.Module | None:
+    """Parse a code cell, treating IPython magics and shell escapes as ``pass``; None if invalid."""
+    if isinstance(source, list):
+        source = "".join(str(line) for line in source)
+    if not isinstance(source, str):
+        return None
+    lines = [re.sub(r"^(\s*)[%!].*$", r"\1pass", line) for line in source.splitlines()]
+    try:
+        return ast.parse("\n".join(lines))
+    except (SyntaxError, ValueError):
+        return None
+
+
+def _cell_label(cell: Any, index: int) -> str:
+    """A safe label for a cell: its id when it is a plain id, else its position."""
+    cell_id = cell.get("id") if hasattr(cell, "get") else None
+    if isinstance(cell_id, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", cell_id):
+        return cell_id
+    return f"#{index + 1}"
+
+
+def _is_code(cell: Any) -> bool:
+    """Whether a notebook cell is a code cell (tolerating malformed cells)."""
+    return isinstance(cell, dict) and cell.get("cell_type") == "code"
+
+
+def _is_labcore(module: str) -> bool:
+    """Whether a module name is labcore or one of its submodules."""
+    return module == "labcore" or module.startswith("labcore.")
+
+
+def find_reference_use(nb: Any, rubric: Rubric) -> list[str]:
+    """Find where a notebook's code refers to labcore's implementation of a graded function.
+
+    Flags, per code cell: importing a graded function's name from a labcore module (or ``*``),
+    an attribute access ``<labcore module>. ... .<graded name>`` (``fa.gaussian_nll``,
+    ``checks.ref.gaussian_nll``), a string equal to a graded function's name (``getattr(m,
+    "gaussian_nll")``) and a string naming one of the rubric's reference modules (dynamic
+    imports). A determined student can hide such a reference (``exec`` of an encoded string), so
+    a clean result proves nothing; a hit is a reason to look, not proof of cheating.
+
+    Returns:
+        One line per finding: ``"cell <label>, <exercise>: <what>"``.
+    """
+    graded = {e.function: e.grade_id for e in rubric.exercises}
+    aliases: set[str] = set()
+    findings: list[str] = []
+    trees: list[tuple[str, ast.Module]] = []
+    cells = [c for c in getattr(nb, "cells", []) if _is_code(c)]
+    for index, cell in enumerate(cells):
+        tree = _parse_cell(cell.get("source", ""))
+        if tree is None:
+            continue
+        label = _cell_label(cell, index)
+        trees.append((label, tree))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if _is_labcore(alias.name):
+                        aliases.add(alias.asname or alias.name.split(".")[0])
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                if not _is_labcore(node.module or ""):
+                    continue
+                for alias in node.names:
+                    if alias.name == "*":
+                        findings.append(f"cell {label}, all exercises: `from {node.module} import *`")
+                    elif alias.name in graded:
+                        findings.append(
+                            f"cell {label}, {graded[alias.name]}: imports `{alias.name}` "
+                            f"from `{node.module}`"
+                        )
+                    else:
+                        aliases.add(alias.asname or alias.name)
+    for label, tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in graded:
+                root: ast.expr = node
+                while isinstance(root, ast.Attribute):
+                    root = root.value
+                if isinstance(root, ast.Name) and root.id in aliases:
+                    verb = "replaces" if isinstance(node.ctx, ast.Store | ast.Del) else "uses"
+                    findings.append(
+                        f"cell {label}, {graded[node.attr]}: {verb} `{ast.unparse(node)}`"
+                    )
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if node.value in graded:
+                    findings.append(
+                        f"cell {label}, {graded[node.value]}: the string {node.value!r} "
+                        "(getattr or a dynamic lookup?)"
+                    )
+                elif node.value in rubric.reference_modules:
+                    findings.append(
+                        f"cell {label}, all exercises: the string {node.value!r} (dynamic import?)"
+                    )
+    return list(dict.fromkeys(findings))
+
+
+def _lab_notebook(lab: str) -> Path | None:
+    """``labs/<lab>.ipynb`` of the course repository (from the cwd, else beside labcore)."""
+    candidates = [Path.cwd(), Path(__file__).resolve().parents[1]]
+    for start in candidates:
+        for folder in (start, *start.parents):
+            path = folder / "labs" / f"{lab}.ipynb"
+            if path.is_file():
+                return path
+    return None
+
+
+def _baseline_findings(lab: str, rubric: Rubric) -> list[str]:
+    """What the detector finds in the untouched lab (legitimate uses, subtracted later)."""
+    path = _lab_notebook(lab)
+    if path is None:
+        return []
+    return find_reference_use(nbformat.read(path, as_version=4), rubric)
+
+
+# --------------------------------------------------------------------------- kernel side
+#: Launch wrapper (``python -c``): set resource limits, maybe drop to the sandbox uid, then exec
+#: the kernel. Limits are inherited by everything the kernel starts.
+_WRAPPER = r"""
+import json, os, resource, sys
+cfg = json.loads(sys.argv[1])
+def limit(name, value):
+    kind = getattr(resource, name, None)
+    if kind is None or value is None:
+        return
+    soft, hard = resource.getrlimit(kind)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    resource.setrlimit(kind, (value, value))
+if cfg["memory_bytes"]:
+    limit("RLIMIT_AS", cfg["memory_bytes"])
+limit("RLIMIT_CORE", 0)
+limit("RLIMIT_FSIZE", cfg["file_bytes"])
+limit("RLIMIT_CPU", cfg["cpu_seconds"])
+if cfg["uid"] is not None:
+    limit("RLIMIT_NPROC", cfg["nproc"])
+    os.setgroups([])
+    os.setgid(cfg["uid"])
+    os.setuid(cfg["uid"])
+    os.umask(0o077)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+#: Kernel side of one hidden case, run with ``exec`` in a fresh namespace (so that names the
+#: student shadowed do not matter) that holds ``__labcore_ns`` (the student's namespace) and the
+#: constants NONCE, IN_PATH, OUT_PATH, NAME and CALL_SOURCE. It only calls the function and saves
+#: the raw result; it never decides anything.
+_HARNESS = r'''
+import torch as _torch
+
+
+def _object(value, text=""):
+    kind = type(value)
+    return {"__object__": f"{kind.__module__}.{kind.__qualname__}", "repr": text}
+
+
+def _clean(value, depth=0):
+    if depth > 8:
+        return _object(value, "nested too deeply")
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return str(value[:2000])
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    kind = type(value)
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    if isinstance(value, _torch.Tensor):
+        if value.numel() > MAX_ELEMENTS:
+            return _object(value, f"a tensor of shape {tuple(value.shape)}, too large")
+        data = value.detach()
+        if data.layout != _torch.strided:
+            data = data.to_dense()
+        data = data.to("cpu").clone().contiguous().as_subclass(_torch.Tensor)
+        if name in ("torch.Tensor", "torch.nn.parameter.Parameter"):
+            name = "torch.Tensor"
+        return {
+            "__tensor__": data,
+            "requires_grad": bool(value.requires_grad),
+            "device": str(value.device),
+            "type": name,
+        }
+    if name == "numpy.ndarray" and value.dtype.kind in "biuf" and value.size <= MAX_ELEMENTS:
+        return {"__tensor__": _torch.as_tensor(value.copy()), "requires_grad": False,
+                "device": "cpu", "type": name}
+    if isinstance(value, list | tuple) and len(value) <= 100_000:
+        items = [_clean(item, depth + 1) for item in value]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, dict) and len(value) <= 1000:
+        return {"__dict__": [[str(k)[:200], _clean(v, depth + 1)] for k, v in value.items()]}
+    return _object(value)
+
+
+def _error(err):
+    try:
+        text = str(err)
+    except Exception:
+        text = ""
+    return f"{type(err).__name__}: {text}"[:600] if text else type(err).__name__
+
+
+def _run():
+    record = {"nonce": NONCE, "status": "error", "error": "", "module": "",
+              "value": None, "extra": None}
+    try:
+        spec = _torch.load(IN_PATH, weights_only=True)
+        fn = __labcore_ns.get(NAME)
+        if fn is None:
+            record["status"] = "missing"
+        elif not callable(fn):
+            record["status"] = "not-callable"
+            record["error"] = type(fn).__name__
+        else:
+            record["module"] = str(getattr(fn, "__module__", None) or "")[:200]
+            namespace = {}
+            exec(CALL_SOURCE, namespace)
+            value, extra = namespace["call"](fn, spec)
+            try:
+                record["value"] = _clean(value)
+                record["extra"] = _clean(extra)
+                record["status"] = "ok"
+            except Exception as err:
+                record["error"] = "the grader could not read the result: " + _error(err)
+    except NotImplementedError:
+        record["status"] = "not-implemented"
+    except (Exception, SystemExit) as err:
+        record["error"] = _error(err)
+    with open(OUT_PATH, "wb") as handle:
+        _torch.save(record, handle)
+
+
+_run()
+'''
+
+
+#: IPython startup file of every kernel: printed text beyond a budget is dropped at once, and is
+#: not copied into IPython's in-memory output history, so that a flood of prints cannot exhaust the
+#: kernel's memory limit.
+_OUTPUT_CAP = r"""
+import sys as _sys
+
+
+class _LabcoreCappedStream:
+    def __init__(self, stream, budget):
+        self._stream, self._left, self._told = stream, budget, False
+
+    def write(self, text):
+        if self._left <= 0:
+            if not self._told:
+                self._told = True
+                self._stream.write("\n[grader: output limit reached, the rest is dropped]\n")
+            return len(text)
+        kept = text[: self._left]
+        self._left -= len(kept)
+        self._stream.write(kept)
+        return len(text)
+
+    def __setattr__(self, name, value):
+        if name != "write":  # IPython 9 patches write to keep every printed byte in memory
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+_sys.stdout = _LabcoreCappedStream(_sys.stdout, BUDGET)
+_sys.stderr = _LabcoreCappedStream(_sys.stderr, BUDGET)
+del _sys
+"""
+
+
+def _harness_cell(
+    nonce: str, in_path: Path, out_path: Path, exercise: Exercise
+) -> str:
+    """The code injected into the kernel for one hidden case (one line)."""
+    source = (
+        f"NONCE = {nonce!r}\nIN_PATH = {str(in_path)!r}\nOUT_PATH = {str(out_path)!r}\n"
+        f"NAME = {exercise.function!r}\nCALL_SOURCE = {exercise.call_source!r}\n"
+        f"MAX_ELEMENTS = {MAX_TENSOR_ELEMENTS}\n" + _HARNESS
+    )
+    return f'exec({source!r}, {{"__labcore_ns": globals()}})'
+
+
+def _decode(value: Any, depth: int = 0) -> Any:
+    """Turn a record loaded with ``weights_only=True`` into plain values, TensorResult, Opaque."""
+    if depth > 10:
+        return Opaque("nested value")
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, torch.Tensor):
+        return TensorResult(value.detach())
+    if isinstance(value, list | tuple):
+        items = [_decode(v, depth + 1) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, dict):
+        if isinstance(value.get("__tensor__"), torch.Tensor):
+            return TensorResult(
+                tensor=value["__tensor__"].detach(),
+                requires_grad=bool(value.get("requires_grad")),
+                device=str(value.get("device", "cpu")),
+                type_name=str(value.get("type", "torch.Tensor")),
+            )
+        if isinstance(value.get("__dict__"), list):
+            out: dict[str, Any] = {}
+            for item in value["__dict__"]:
+                if isinstance(item, list | tuple) and len(item) == 2:
+                    out[str(item[0])] = _decode(item[1], depth + 1)
+            return out
+        if "__object__" in value:
+            return Opaque(str(value["__object__"])[:200], str(value.get("repr", ""))[:200])
+    return Opaque(type(value).__name__)
+
+
+def _read_record(path: Path, nonce: str) -> dict[str, Any] | None:
+    """Load a kernel's result file safely: no symlinks, a size cap, weights-only unpickling."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode) or not 0 < info.st_size <= MAX_RESULT_BYTES:
+            return None
+        data = handle.read(MAX_RESULT_BYTES + 1)
+    try:
+        record = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except Exception:  # noqa: BLE001 - anything unreadable is simply no result
+        return None
+    if not isinstance(record, dict) or record.get("nonce") != nonce:
+        return None
+    return record
+
+
+def _save_cases(rubric: Rubric, seed: int, path: Path) -> None:
+    """Build every hidden case once (reference results included) and save them for the workers."""
+    cases = {
+        e.grade_id: [
+            {"name": c.name, "inputs": c.inputs, "expected": c.expected}
+            for c in e.make_cases(seed)
+        ]
+        for e in rubric.exercises
+    }
+    torch.save(cases, path)
+
+
+def _load_cases(path: Path) -> dict[str, list[HiddenCase]]:
+    """Inverse of :func:`_save_cases` (weights-only: tensors, numbers, strings, containers)."""
+    data = torch.load(path, weights_only=True, map_location="cpu")
+    return {
+        grade_id: [HiddenCase(c["name"], c["inputs"], c["expected"]) for c in cases]
+        for grade_id, cases in data.items()
+    }
+
+
+# --------------------------------------------------------------------------- the worker
+def _kernel_manager(connection_file: Path, wrapper_config: dict[str, Any]) -> Any:
+    """An nbclient-compatible kernel manager that starts ``ipykernel`` through :data:`_WRAPPER`."""
+    from jupyter_client.kernelspec import KernelSpec
+    from jupyter_client.manager import AsyncKernelManager
+
+    class SandboxKernelManager(AsyncKernelManager):
+        """Starts the kernel through the launch wrapper, readable by the sandbox uid."""
+        def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+            """The kernel's command line, behind the launch wrapper."""
+            # fd-level output goes to the kernel's log (RLIMIT_FSIZE caps it), not to IOPub
+            cmd = [*super().format_kernel_cmd(extra_arguments), "--IPKernelApp.capture_fd_output=False"]
+            uid = wrapper_config["uid"]
+            if uid is not None:
+                os.chown(self.connection_file, uid, uid)
+            return [sys.executable, "-c", _WRAPPER, json.dumps(wrapper_config), *cmd]
+
+    km = SandboxKernelManager(kernel_name="python3", connection_file=str(connection_file))
+    km._kernel_spec = KernelSpec(
+        argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        display_name="Python 3 (labcore grader)",
+        language="python",
+        interrupt_mode="signal",
+    )
+    return km
+
+
+def _grading_client(km: Any, timeout: int, startup_timeout: int) -> Any:
+    """An nbclient ``NotebookClient`` that keeps no outputs: only errors and the output size."""
+    from nbclient import NotebookClient
+
+    class GradingClient(NotebookClient):
+        """Executes cells; keeps no outputs, only their total size (errors come from replies)."""
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.errors: list[tuple[str, str]] = []
+            self.output_bytes = 0
+
+        def output(self, outs: list, msg: dict, display_id: str | None, cell_index: int) -> None:
+            """Count the size of an output message and drop it."""
+            content = msg.get("content") or {}
+            text = content.get("text", "")
+            data = content.get("data") or {}
+            self.output_bytes += len(text) if isinstance(text, str) else 0
+            self.output_bytes += sum(len(v) for v in data.values() if isinstance(v, str))
+            return None
+
+    def on_executed(cell: Any, cell_index: int, execute_reply: dict[str, Any]) -> None:
+        """Record the error of a cell from its execute reply."""
+        # errors come from the execute reply, which IOPub floods cannot delay or drop
+        content = (execute_reply or {}).get("content") or {}
+        if content.get("status") == "error":
+            client.errors.append(
+                (str(content.get("ename", "Error"))[:100], str(content.get("evalue", ""))[:300])
+            )
+
+    client = GradingClient(
+        nbformat.v4.new_notebook(),
+        km=km,
+        timeout=timeout,
+        startup_timeout=startup_timeout,
+        allow_errors=True,
+        record_timing=False,
+        iopub_timeout=2,
+        shutdown_kernel="immediate",
+        on_cell_executed=on_executed,
+    )
+    return client
+
+
+def _kernel_env(box: Path, token: str) -> dict[str, str]:
+    """The kernel's environment: nothing secret from the grader's, a private HOME and TMPDIR."""
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": str(box),
+        "TMPDIR": str(box / "tmp"),
+        "IPYTHONDIR": str(box / ".ipython"),
+        "MPLCONFIGDIR": str(box / ".matplotlib"),
+        "XDG_CACHE_HOME": str(box / ".cache"),
+        "MPLBACKEND": "Agg",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MALLOC_ARENA_MAX": "2",
+        "CUDA_VISIBLE_DEVICES": "",
+        "LABCORE_DEVICE": "cpu",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "LANG": "C.UTF-8",
+        TOKEN_ENV: token,
+    }
+    for name in ("PYTHONPATH", "VIRTUAL_ENV"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
+
+
+def _defines(source: str, name: str) -> bool:
+    """Whether a cell defines ``name`` at its top level (``def name`` or ``name = ...``)."""
+    tree = _parse_cell(source)
+    if tree is None:
+        return False
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name:
+            return True
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                return True
+    return False
+
+
+def _nbgrader_id(cell: Any) -> Any:
+    """The nbgrader ``grade_id`` of a cell, or None."""
+    metadata = cell.get("metadata")
+    nbgrader = metadata.get("nbgrader") if isinstance(metadata, dict) else None
+    return nbgrader.get("grade_id") if isinstance(nbgrader, dict) else None
+
+
+def _exercise_cells(cells: Sequence[Any], rubric: Rubric) -> dict[str, int]:
+    """The code cell after which each exercise is tested (absent: test after the last cell).
+
+    The last cell whose nbgrader ``grade_id`` is the exercise's, else whose id is, else that
+    defines the function at its top level (for students who rebuilt a cell in Colab).
+    """
+    where: dict[str, int] = {}
+    for exercise in rubric.exercises:
+        rules: list[Callable[[Any], bool]] = [
+            lambda c, e=exercise: _nbgrader_id(c) == e.grade_id,
+            lambda c, e=exercise: c.get("id") == e.grade_id,
+            lambda c, e=exercise: _defines(c.get("source", ""), e.function),
+        ]
+        for rule in rules:
+            matches = [i for i, cell in enumerate(cells) if rule(cell)]
+            if matches:
+                where[exercise.grade_id] = matches[-1]
+                break
+    return where
+
+
+class _Stop(Exception):
+    """Grading of a submission cannot go on (the reason is the message)."""
+
+
+class _Worker:
+    """Grades one submission; runs in its own process (see :func:`_worker_main`)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.rubric = load_rubric(spec["lab"])
+        self.grade = SubmissionGrade.empty(spec["name"], spec["path"], self.rubric)
+        self.start = time.monotonic()
+        self.deadline = self.start + float(spec["total_timeout"])
+        self.state_path = Path(spec["state"])
+        self.box = Path(spec["box"])
+        self.hdir = Path(spec["hdir"])
+        self.uid: int | None = spec["uid"]
+        self.client: Any = None
+        self.kernel_log: Any = None
+        self.stopped = ""
+        self._cases: dict[str, list[HiddenCase]] | None = None
+
+    # ------------------------------------------------------------------ bookkeeping
+    def cases(self) -> dict[str, list[HiddenCase]]:
+        """The hidden cases, computed once by the main process (see :func:`_save_cases`)."""
+        if self._cases is None:
+            if self.spec.get("cases"):
+                self._cases = _load_cases(Path(self.spec["cases"]))
+            else:
+                seed = int(self.spec["seed"])
+                self._cases = {e.grade_id: list(e.make_cases(seed)) for e in self.rubric.exercises}
+        return self._cases
+
+    def remaining(self) -> float:
+        """Seconds left of the submission's total time limit."""
+        return self.deadline - time.monotonic()
+
+    def save(self) -> None:
+        """Write the grade so far for the main process (atomically: a kill never leaves half a file)."""
+        self.grade.seconds = round(time.monotonic() - self.start, 2)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(self.grade.to_json(), encoding="utf-8")
+        os.replace(tmp, self.state_path)
+
+    def note(self, text: str) -> None:
+        """Add a note to the status, once."""
+        if text not in self.grade.notes:
+            self.grade.notes.append(text)
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> None:
+        """Grade the submission: read it, run it, test each exercise, summarise."""
+        nb = self._read_notebook()
+        if nb is not None:
+            self._run_notebook(nb)
+        self._summarise()
+
+    def _run_notebook(self, nb: Any) -> None:
+        """Flag reference use, then run the cells in a kernel, testing each exercise after its cell."""
+        baseline = set(self.spec.get("baseline", []))
+        self.grade.flags = [f for f in find_reference_use(nb, self.rubric) if f not in baseline]
+        self.save()
+        cells = [c for c in nb.cells if _is_code(c)]
+        where = _exercise_cells(cells, self.rubric)
+        after: dict[int, list[str]] = {}
+        for grade_id, index in where.items():
+            after.setdefault(index, []).append(grade_id)
+        self._prepare_box()
+        try:
+            self._start_kernel()
+            for index, cell in enumerate(cells):
+                source = cell.get("source", "")
+                if isinstance(source, list):
+                    source = "".join(str(line) for line in source)
+                self._run_student_cell(source, _cell_label(cell, index))
+                for grade_id in after.get(index, []):
+                    self._grade_exercise(grade_id)
+            for exercise in self.rubric.exercises:
+                if not self.grade.exercise(exercise.grade_id).graded:
+                    self._grade_exercise(exercise.grade_id)
+        except _Stop as stop:
+            self.stopped = str(stop)
+            self.note(self.stopped)
+        finally:
+            self._stop_kernel()
+
+    def _read_notebook(self) -> Any:
+        """The submission as a notebook, or None (noted in the status) if it cannot be read."""
+        path = Path(self.spec["path"])
+        try:
+            size = path.stat().st_size
+            if size > MAX_NOTEBOOK_BYTES:
+                raise ValueError(f"{size / 2**20:.0f} MB, more than {MAX_NOTEBOOK_BYTES // 2**20} MB")
+            nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+            if not isinstance(getattr(nb, "cells", None), list):
+                raise ValueError("no list of cells")
+            return nb
+        except Exception as err:  # noqa: BLE001 - any unreadable file is a status, not a crash
+            self.stopped = "unreadable notebook"
+            self.note(f"unreadable notebook: {type(err).__name__}: {str(err)[:200]}")
+            return None
+
+    def _prepare_box(self) -> None:
+        """Copy the notebook into the working folder and install the output cap."""
+        work = self.box / "work"
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(self.spec["path"]).name) or "submission.ipynb"
+        startup = self.box / ".ipython" / "profile_default" / "startup"
+        startup.mkdir(parents=True)
+        (startup / "00-labcore-grader.py").write_text(
+            _OUTPUT_CAP.replace("BUDGET", str(KERNEL_OUTPUT_BYTES)), encoding="utf-8"
+        )
+        shutil.copyfile(self.spec["path"], work / name)
+        if self.uid is not None:
+            for path in (work / name, *startup.parents[:3], startup, *startup.iterdir()):
+                if self.box in path.parents:
+                    os.chown(path, self.uid, self.uid)
+
+    def _start_kernel(self) -> None:
+        """Start the kernel through the launch wrapper, in the working folder, with a clean environment."""
+        wrapper_config = {
+            "memory_bytes": int(self.spec["memory_mb"]) * 2**20 if self.spec["memory_mb"] else 0,
+            "file_bytes": KERNEL_FILE_BYTES,
+            "cpu_seconds": int(self.spec["total_timeout"]) + 60,
+            "nproc": KERNEL_NPROC,
+            "uid": self.uid,
+        }
+        km = _kernel_manager(self.hdir / "kernel.json", wrapper_config)
+        self.client = _grading_client(
+            km,
+            timeout=int(self.spec["cell_timeout"]),
+            startup_timeout=max(10, min(60, int(self.remaining()))),
+        )
+        self.kernel_log = open(self.spec["kernel_log"], "ab")  # noqa: SIM115 - closed in _stop_kernel
+        try:
+            self.client.start_new_kernel(
+                env=_kernel_env(self.box, self.spec["token"]),
+                cwd=str(self.box / "work"),
+                stdout=self.kernel_log,
+                stderr=self.kernel_log,
+            )
+            self.client.start_new_kernel_client()
+        except Exception as err:  # noqa: BLE001 - reported as the submission's status
+            raise _Stop(f"the kernel could not start ({type(err).__name__}: {err})") from err
+
+    def _stop_kernel(self) -> None:
+        """Shut the kernel down and kill its process group."""
+        client = self.client
+        if client is None:
+            return
+        km = client.km
+        pgid = getattr(getattr(km, "provisioner", None), "pgid", None) if km else None
+        try:
+            client._cleanup_kernel()
+        except Exception:  # noqa: BLE001, S110 - the kernel may be long gone
+            pass
+        if pgid:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except OSError:
+                pass
+        if self.kernel_log is not None:
+            self.kernel_log.close()
+
+    def _death(self) -> str:
+        """Why the kernel died: its exit code or the signal that killed it."""
+        km = self.client.km if self.client is not None else None
+        process = getattr(getattr(km, "provisioner", None), "process", None)
+        code = process.poll() if process is not None else None
+        if code is None:
+            return "the kernel stopped responding"
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"the kernel was killed by {name}"
+        return f"the kernel exited with code {code}"
+
+    def _execute(self, source: str, timeout: float, store_history: bool) -> str:
+        """Run code in the kernel: ``ok``, ``error``, ``timeout`` (interrupted), ``dead``, ``stuck``."""
+        from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+        client = self.client
+        cell = nbformat.v4.new_code_cell(source)
+        client.nb.cells = [cell]
+        client.timeout = max(1, math.ceil(timeout))
+        client.errors = []
+        try:
+            client.execute_cell(cell, 0, store_history=store_history)
+        except CellTimeoutError:
+            return "timeout" if self._recover() else "stuck"
+        except DeadKernelError:
+            return "dead"
+        except Exception:  # noqa: BLE001 - a broken channel is a dead kernel for us
+            traceback.print_exc()
+            return "dead"
+        return "error" if client.errors else "ok"
+
+    def _recover(self) -> bool:
+        """Interrupt the kernel after a timeout; whether it answers again.
+
+        nbclient abandons its IOPub reader on a timeout, which leaves that channel unreliable (every
+        later cell would wait ``iopub_timeout`` for its output), so the client's channels are
+        replaced; connecting them waits for the kernel to answer a ``kernel_info`` request.
+        """
+        from nbclient.util import run_sync
+
+        client = self.client
+        try:
+            run_sync(client.km.interrupt_kernel)()
+            if client.kc is not None:
+                client.kc.stop_channels()
+            client.kc = None
+            client.startup_timeout = PROBE_TIMEOUT_S
+            client.start_new_kernel_client()
+            return True
+        except Exception:  # noqa: BLE001 - no answer in time: the kernel is lost
+            return False
+
+    def _run_student_cell(self, source: Any, label: str) -> None:
+        """Run one of the student's cells; record errors; raise _Stop when grading cannot go on."""
+        if not isinstance(source, str) or not source.strip():
+            return
+        remaining = self.remaining()
+        if remaining <= 0:
+            raise _Stop(
+                f"total time limit of {self.spec['total_timeout']:g} s reached before cell {label}"
+            )
+        timeout = min(float(self.spec["cell_timeout"]), remaining)
+        outcome = self._execute(source, timeout, store_history=True)
+        errors = list(self.client.errors)
+        if errors and outcome == "error":
+            self._execute(_FORGET_TRACEBACK, PROBE_TIMEOUT_S, store_history=False)
+        for ename, evalue in errors:
+            self.grade.cell_errors.append(f"{label}: {ename}" + (f": {evalue}" if evalue else ""))
+            if ename in MEMORY_ERRORS or any(t in evalue.lower() for t in MEMORY_TEXT):
+                self.note(f"memory limit ({self.spec['memory_mb']} MB) reached in cell {label}")
+            if ename == "SystemExit":
+                self.note(f"cell {label} called sys.exit() (ignored; grading went on)")
+        over_total = remaining < float(self.spec["cell_timeout"])
+        if outcome == "timeout":
+            if over_total:
+                raise _Stop(
+                    f"total time limit of {self.spec['total_timeout']:g} s reached in cell {label}"
+                )
+            self.note(f"cell {label} timed out after {timeout:.0f} s and was interrupted")
+        elif outcome == "stuck":
+            raise _Stop(
+                f"cell {label} timed out after {timeout:.0f} s and the kernel did not respond "
+                "to an interrupt"
+            )
+        elif outcome == "dead":
+            raise _Stop(f"{self._death()} in cell {label}")
+
+    # ------------------------------------------------------------------ hidden tests
+    def _grade_exercise(self, grade_id: str) -> None:
+        """Run the exercise's hidden cases in the kernel and score them here; save the grade."""
+        exercise = self.rubric.exercise(grade_id)
+        grade = self.grade.exercise(grade_id)
+        grade.graded = True
+        cases = self.cases()[grade_id]
+        outcomes: list[CaseOutcome] = []
+        skip = ""
+        try:
+            for case in cases:
+                if skip:
+                    outcomes.append(CaseOutcome(case.name, False, skip))
+                    continue
+                outcome = self._run_case(exercise, case)
+                outcomes.append(outcome)
+                if outcome.message.startswith("timed out"):
+                    skip = "not run: an earlier hidden case timed out"
+        except _Stop as stop:
+            reason = str(stop)
+            outcomes += [CaseOutcome(c.name, False, f"not run: {reason}") for c in cases[len(outcomes) :]]
+            self._finish_exercise(grade, exercise, outcomes)
+            raise
+        self._finish_exercise(grade, exercise, outcomes)
+
+    def _finish_exercise(
+        self, grade: ExerciseGrade, exercise: Exercise, outcomes: list[CaseOutcome]
+    ) -> None:
+        """Record the outcomes of an exercise's cases, its points and summary; save."""
+        passed = sum(o.passed for o in outcomes)
+        grade.cases = outcomes
+        grade.points = round(exercise.points * passed / len(outcomes), 2) if outcomes else 0.0
+        unimplemented = outcomes and all(o.message == _NOT_IMPLEMENTED for o in outcomes)
+        if unimplemented:
+            grade.summary = "not implemented"
+        elif passed == len(outcomes):
+            grade.summary = f"all {len(outcomes)} hidden cases passed"
+        else:
+            grade.summary = f"{passed} of {len(outcomes)} hidden cases passed"
+        self.save()
+
+    def _run_case(self, exercise: Exercise, case: HiddenCase) -> CaseOutcome:
+        """Send one hidden input to the kernel, call the function there, load and score the result."""
+        remaining = self.remaining()
+        if remaining <= 0:
+            raise _Stop(f"total time limit of {self.spec['total_timeout']:g} s reached")
+        nonce = secrets.token_hex(12)
+        in_path = self.hdir / f"{nonce}.in.pt"
+        out_path = self.hdir / f"{nonce}.out.pt"
+        with open(in_path, "wb") as handle:
+            torch.save(case.inputs, handle)
+        os.chmod(in_path, 0o644)
+        os.close(os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        if self.uid is not None:
+            os.chown(out_path, self.uid, self.uid)
+        timeout = min(exercise.case_timeout, remaining)
+        try:
+            outcome = self._execute(
+                _harness_cell(nonce, in_path, out_path, exercise), timeout, store_history=False
+            )
+            record = _read_record(out_path, nonce) if outcome in ("ok", "error") else None
+            errors = list(self.client.errors)
+        finally:
+            for path in (in_path, out_path):
+                path.unlink(missing_ok=True)
+        if outcome == "dead":
+            raise _Stop(f"{self._death()} during a hidden test of {exercise.grade_id}")
+        if outcome == "stuck":
+            raise _Stop(
+                f"a hidden test of {exercise.grade_id} timed out and the kernel did not respond "
+                "to an interrupt"
+            )
+        if outcome == "timeout":
+            if timeout < exercise.case_timeout:
+                raise _Stop(f"total time limit of {self.spec['total_timeout']:g} s reached")
+            return CaseOutcome(case.name, False, f"timed out after {timeout:.0f} s (an endless loop?)")
+        if record is None and errors:
+            ename, evalue = errors[0]
+            return CaseOutcome(
+                case.name,
+                False,
+                f"no result came back from `{exercise.function}`: the kernel raised {ename} "
+                f"{evalue[:200]}".rstrip(),
+            )
+        return self._score(exercise, case, record)
+
+    def _score(
+        self, exercise: Exercise, case: HiddenCase, record: dict[str, Any] | None
+    ) -> CaseOutcome:
+        """Turn the kernel's record of one case into an outcome, comparing in this process."""
+        name = exercise.function
+        if record is None:
+            return CaseOutcome(
+                case.name, False, f"no result came back from `{name}` (did it exit the kernel?)"
+            )
+        module = str(record.get("module") or "")
+        if _is_labcore(module):
+            flag = f"at run time, {exercise.grade_id}: `{name}` is labcore's own (`{module}`)"
+            if flag not in self.grade.flags:
+                self.grade.flags.append(flag)
+        status = record.get("status")
+        error = str(record.get("error") or "")[:600]
+        if status == "missing":
+            return CaseOutcome(
+                case.name, False, f"`{name}` is not defined after its exercise cell has run"
+            )
+        if status == "not-callable":
+            return CaseOutcome(case.name, False, f"`{name}` is a {error}, not a function")
+        if status == "not-implemented":
+            return CaseOutcome(case.name, False, _NOT_IMPLEMENTED)
+        if status != "ok":
+            return CaseOutcome(case.name, False, f"your function raised {error or 'an error'}")
+        value = _decode(record.get("value"))
+        extra = _decode(record.get("extra"))
+        try:
+            message = exercise.score(case, value, extra if isinstance(extra, dict) else {})
+        except Exception as err:  # noqa: BLE001 - an unexpected value type is a failed case
+            message = f"the grader could not compare your result ({type(err).__name__}: {err})"
+        return CaseOutcome(case.name, message is None, message or "")
+
+    def _summarise(self) -> None:
+        """Summarise the run in the status notes and mark the grade finished."""
+        for exercise in self.grade.exercises:
+            if not exercise.graded and self.stopped:
+                exercise.summary = f"not graded: {self.stopped}"
+        if self.grade.cell_errors:
+            shown = ", ".join(
+                "{} ({})".format(*(e.split(": ") + [""])[:2]) for e in self.grade.cell_errors[:3]
+            )
+            more = ", ..." if len(self.grade.cell_errors) > 3 else ""
+            self.note(f"{len(self.grade.cell_errors)} cell(s) raised errors: {shown}{more}")
+        missing = [e.grade_id for e in self.grade.exercises if e.summary == "not implemented"]
+        if missing:
+            self.note(f"not implemented: {', '.join(missing)}")
+        if self.client is not None and self.client.output_bytes > OUTPUT_NOTE_BYTES:
+            megabytes = self.client.output_bytes / 2**20
+            self.note(f"{megabytes:.1f} MB of printed output ignored")
+        self.grade.finished = True
+        self.save()
+
+
+_NOT_IMPLEMENTED = "not implemented (the function raises NotImplementedError)"
+#: Run after a student's cell raised: IPython keeps the exception (sys.last_*, the shell, its
+#: traceback formatter, the last execution result), and with it the failed frames' locals -- a list
+#: that filled the memory, say. Dropping them gives later exercises their memory back.
+_FORGET_SOURCE = """
+import gc, sys, types
+for name in ("last_type", "last_value", "last_traceback", "last_exc"):
+    setattr(sys, name, None)
+try:
+    from IPython import get_ipython
+    shell = get_ipython()
+    shell._last_traceback = None
+    for holder in (shell.InteractiveTB, getattr(shell, "SyntaxTB", None)):
+        for key, value in list(vars(holder).items()):
+            if isinstance(value, types.TracebackType):
+                setattr(holder, key, None)
+    result = getattr(shell, "last_execution_result", None)
+    if result is not None:
+        result.error_in_exec = None
+except Exception:
+    pass
+gc.collect()
+"""
+_FORGET_TRACEBACK = f"exec({_FORGET_SOURCE!r}, {{}})"
+
+
+def _worker_main(spec_path: str) -> int:
+    """Entry point of a worker process: grade the submission described by a JSON spec file."""
+    torch.set_num_threads(1)
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
+    worker = _Worker(spec)
+    try:
+        worker.run()
+    except BaseException as err:  # noqa: BLE001 - always leave a state for the main process
+        traceback.print_exc()
+        worker.note(f"grader error: {type(err).__name__}: {str(err)[:200]}")
+        worker.save()
+        return 1
+    return 0
+
+
+def _worker_entry(spec_path: str, log_path: str) -> None:
+    """Body of a worker process: its output goes to a log, its exit code says if it failed."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.exit(_worker_main(spec_path))
+
+
+# --------------------------------------------------------------------------- the main process
+def submission_names(paths: Sequence[Path]) -> list[str]:
+    """Short unique names: the file stems, with parent folders added only where stems collide.
+
+    ``alice.ipynb, bob.ipynb -> alice, bob``; ``alice/lab.ipynb, bob/lab.ipynb -> alice/lab,
+    bob/lab``. The same file given twice gets ``#2`` appended.
+    """
+    resolved = [p.resolve().with_suffix("").parts for p in paths]
+    parts = list(dict.fromkeys(resolved))  # the same file twice is named once, then numbered
+    depth = [1] * len(parts)
+    while True:
+        names = ["/".join(p[-k:]) for p, k in zip(parts, depth, strict=True)]
+        clashes = {name for name in names if names.count(name) > 1}
+        for i, name in enumerate(names):
+            if name in clashes:
+                depth[i] += 1
+        if not clashes:
+            break
+    short = dict(zip(parts, names, strict=True))
+    seen: dict[tuple[str, ...], int] = {}
+    unique = []
+    for key in resolved:
+        seen[key] = seen.get(key, 0) + 1
+        unique.append(short[key] if seen[key] == 1 else f"{short[key]}#{seen[key]}")
+    return unique
+
+
+def _feedback_filename(name: str) -> str:
+    """A safe file name for a submission's feedback (no folders, no leading dot)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name.replace("/", "__")).lstrip(".") + ".md"
+
+
+def _sandbox_uid_works(uid: int) -> bool:
+    """Whether a kernel dropped to ``uid`` could still import labcore, torch and ipykernel."""
+    check = (
+        "import importlib.util as u\n"
+        "for m in ('labcore', 'torch', 'ipykernel', 'nbformat'):\n"
+        "    open(u.find_spec(m).origin, 'rb').close()\n"
+    )
+    config = {"memory_bytes": 0, "file_bytes": None, "cpu_seconds": 60, "nproc": None, "uid": uid}
+    cmd = [sys.executable, "-c", _WRAPPER, json.dumps(config), sys.executable, "-c", check]
+    try:
+        result = subprocess.run(cmd, capture_output=True, timeout=60, cwd="/", check=False)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return result.returncode == 0
+
+
+def _resolve_isolation(isolation: str) -> bool:
+    """Whether kernels run under their own uid (see ``--isolation``)."""
+    if isolation not in ISOLATION_CHOICES:
+        raise ValueError(f"isolation must be one of {ISOLATION_CHOICES}, got {isolation!r}")
+    if isolation == "none":
+        return False
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        if isolation == "uid":
+            raise ValueError("--isolation uid needs the grader to run as root (e.g. in a container)")
+        return False
+    if _sandbox_uid_works(UID_RANGE[0] + secrets.randbelow(UID_RANGE[1] - UID_RANGE[0])):
+        return True
+    if isolation == "uid":
+        raise ValueError(
+            "--isolation uid: a kernel under an unprivileged uid cannot read the Python "
+            "environment (make the virtual environment and the repository world-readable)"
+        )
+    print(
+        "labcore.grade: warning: kernels run as root, unisolated (an unprivileged uid cannot read "
+        "the Python environment)",
+        file=sys.stderr,
+    )
+    return False
+
+
+def _kill_sandbox_processes(token: str, uid: int | None) -> None:
+    """SIGKILL every process of the sandbox uid, or carrying ``token`` in its environment."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return
+    needle = f"{TOKEN_ENV}={token}".encode()
+    for attempt in range(6):
+        found = attempt == 0  # always look twice: a process may be between fork and exec
+        for entry in proc.iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                if uid is not None:
+                    status = (entry / "status").read_text()
+                    line = next(x for x in status.splitlines() if x.startswith("Uid:"))
+                    match = int(line.split()[1]) == uid
+                else:
+                    match = needle in (entry / "environ").read_bytes()
+                if match:
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    found = True
+            except (OSError, StopIteration, ValueError):
+                continue
+        if not found:
+            return
+        time.sleep(0.1)
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a directory a student may have made hard to remove (read-only folders)."""
+
+    def fix(function: Any, name: str, _info: Any) -> None:
+        """Make the folder writable and retry once."""
+        try:
+            os.chmod(os.path.dirname(name), 0o700)
+            if os.path.isdir(name) and not os.path.islink(name):
+                os.chmod(name, 0o700)
+            function(name)
+        except OSError:
+            pass
+
+    if path.exists() or path.is_symlink():
+        shutil.rmtree(path, onerror=fix)
+
+
+@dataclass
+class _Options:
+    """The settings of one grading run, shared by its workers."""
+    lab: str
+    cell_timeout: float
+    total_timeout: float
+    memory_mb: int
+    seed: int
+    use_uid: bool
+    baseline: list[str]
+    private: Path
+    boxes: Path
+
+
+class _Pool:
+    """Runs one worker process per submission, at most ``jobs`` at a time."""
+
+    def __init__(self, options: _Options, rubric: Rubric) -> None:
+        self.options = options
+        self.rubric = rubric
+        self.lock = threading.Lock()
+        self.live: dict[int, tuple[Any, str, int | None]] = {}
+        self.uids: set[int] = set()
+        # Workers are forked from a server that has imported torch, nbclient and the rubrics once
+        # (not this module: a worker re-imports it as the main module when run with -m).
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload(
+            ["torch", "nbformat", "nbclient", "jupyter_client.manager", *RUBRICS.values()]
+        )
+
+    def _new_uid(self) -> int | None:
+        """A sandbox uid not yet used in this run, or None when kernels run as the grader's user."""
+        if not self.options.use_uid:
+            return None
+        with self.lock:
+            while True:
+                uid = UID_RANGE[0] + secrets.randbelow(UID_RANGE[1] - UID_RANGE[0])
+                if uid not in self.uids:
+                    self.uids.add(uid)
+                    return uid
+
+    def grade(self, index: int, name: str, path: Path) -> SubmissionGrade:
+        """Grade one submission in its own worker process; never raises."""
+        try:
+            return self._grade(index, name, path)
+        except Exception as err:  # noqa: BLE001 - one failure must not stop the others
+            traceback.print_exc()
+            grade = SubmissionGrade.empty(name, str(path), self.rubric)
+            grade.notes.append(f"grader error: {type(err).__name__}: {str(err)[:200]}")
+            return grade
+
+    def _grade(self, index: int, name: str, path: Path) -> SubmissionGrade:
+        """Prepare the submission's folders, run its worker, clean up after it, collect its grade."""
+        options = self.options
+        token = secrets.token_hex(16)
+        uid = self._new_uid()
+        box = Path(tempfile.mkdtemp(prefix="box-", dir=options.boxes))
+        hdir = Path(f"{box}-grader")
+        hdir.mkdir(mode=0o711)
+        os.chmod(hdir, 0o711 if uid is not None else 0o700)
+        for sub in ("work", "tmp"):
+            (box / sub).mkdir(mode=0o700)
+        if uid is not None:
+            for folder in (box, box / "work", box / "tmp"):
+                os.chown(folder, uid, uid)
+        state = options.private / f"{index}.state.json"
+        spec = {
+            "lab": options.lab,
+            "name": name,
+            "path": str(path.resolve()),
+            "state": str(state),
+            "box": str(box),
+            "hdir": str(hdir),
+            "uid": uid,
+            "token": token,
+            "cell_timeout": options.cell_timeout,
+            "total_timeout": options.total_timeout,
+            "memory_mb": options.memory_mb,
+            "seed": options.seed,
+            "baseline": options.baseline,
+            "kernel_log": str(options.private / f"{index}.kernel.log"),
+            "cases": str(options.private / "cases.pt"),
+        }
+        spec_path = options.private / f"{index}.spec.json"
+        spec_path.write_text(json.dumps(spec), encoding="utf-8")
+        log_path = options.private / f"{index}.worker.log"
+        limit = options.total_timeout + WORKER_GRACE_S
+        worker = self.context.Process(
+            target=_worker_entry, args=(str(spec_path), str(log_path)), name=f"grade-{index}"
+        )
+        worker.start()
+        with self.lock:
+            self.live[index] = (worker, token, uid)
+        try:
+            worker.join(timeout=limit)
+            killed = worker.is_alive()
+            if killed:
+                worker.kill()
+                worker.join()
+        finally:
+            with self.lock:
+                self.live.pop(index, None)
+        _kill_sandbox_processes(token, uid)
+        grade = self._collect(name, path, state, log_path, worker.exitcode or 0, killed, limit)
+        for folder in (box, hdir):
+            _remove_tree(folder)
+        return grade
+
+    def _collect(
+        self, name: str, path: Path, state: Path, log: Path, code: int, killed: bool, limit: float
+    ) -> SubmissionGrade:
+        """The grade the worker saved (or an empty one), with a note if the worker failed."""
+        try:
+            grade = SubmissionGrade.from_json(state.read_text(encoding="utf-8"))
+        except (OSError, ValueError, TypeError, KeyError):
+            grade = SubmissionGrade.empty(name, str(path), self.rubric)
+        if killed:
+            grade.notes.append(f"the grader stopped this submission after {limit:g} s")
+        elif not grade.finished:
+            tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
+            detail = f": {tail[0][:200]}" if tail else ""
+            grade.notes.append(f"grader worker failed (exit code {code}){detail}")
+        for exercise in grade.exercises:
+            if not exercise.graded and (killed or not grade.finished):
+                exercise.summary = "not graded: the grader's worker did not finish"
+        return grade
+
+    def kill_all(self) -> None:
+        """Kill every running worker and what its kernel left behind (on errors and Ctrl-C)."""
+        with self.lock:
+            live = list(self.live.values())
+        for worker, token, uid in live:
+            worker.kill()
+            _kill_sandbox_processes(token, uid)
+
+
+def grade_submissions(
+    lab: str,
+    submissions: Sequence[Path | str],
+    *,
+    jobs: int = 1,
+    cell_timeout: float = 60.0,
+    total_timeout: float = 300.0,
+    memory_mb: int = 4096,
+    seed: int = 0,
+    isolation: str = "auto",
+    progress: Callable[[int, int, SubmissionGrade], None] | None = None,
+) -> list[SubmissionGrade]:
+    """Grade notebooks of ``lab``; one fresh kernel per submission, ``jobs`` at a time.
+
+    Args:
+        lab: the lab's file stem in ``labs/`` (it must have a rubric in :mod:`labcore.rubrics`).
+        submissions: notebook paths, graded independently; the result keeps their order.
+        jobs: number of worker processes.
+        cell_timeout: seconds a student's cell may run before it is interrupted.
+        total_timeout: seconds for a whole submission (kernel start, cells, hidden tests).
+        memory_mb: address-space limit of each kernel (``RLIMIT_AS``); 0 for none.
+        seed: seed of the hidden inputs.
+        isolation: ``auto`` (own uid per kernel when run as root), ``uid`` (require it) or
+            ``none`` (kernels run as the grader's user).
+        progress: called as ``progress(done, n, grade)`` after each submission.
+
+    Raises:
+        ValueError: for an unknown lab, bad limits, or ``isolation="uid"`` when impossible.
+    """
+    rubric = load_rubric(lab)
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if cell_timeout <= 0 or total_timeout <= 0:
+        raise ValueError(
+            f"timeouts must be positive, got cell {cell_timeout} and total {total_timeout}"
+        )
+    if memory_mb < 0:
+        raise ValueError(f"memory_mb must be >= 0, got {memory_mb}")
+    paths = [Path(p) for p in submissions]
+    names = submission_names(paths)
+    use_uid = _resolve_isolation(isolation)
+    baseline = _baseline_findings(lab, rubric)
+    private = Path(tempfile.mkdtemp(prefix="labcore-grade-"))
+    boxes = Path(tempfile.mkdtemp(prefix="labcore-sandboxes-"))
+    # Kernels may enter their own box but not list the folder of boxes (and, under their own uid,
+    # nothing the grader owns).
+    os.chmod(boxes, 0o311)
+    options = _Options(
+        lab=lab,
+        cell_timeout=float(cell_timeout),
+        total_timeout=float(total_timeout),
+        memory_mb=int(memory_mb),
+        seed=int(seed),
+        use_uid=use_uid,
+        baseline=baseline,
+        private=private,
+        boxes=boxes,
+    )
+    pool = _Pool(options, rubric)
+    grades: list[SubmissionGrade | None] = [None] * len(paths)
+    done = 0
+    try:
+        _save_cases(rubric, int(seed), private / "cases.pt")
+        with ThreadPoolExecutor(max_workers=jobs) as executor:
+            futures = {
+                executor.submit(pool.grade, i, name, path): i
+                for i, (name, path) in enumerate(zip(names, paths, strict=True))
+            }
+            for future in as_completed(list(futures)):
+                index = futures[future]
+                grades[index] = future.result()
+                done += 1
+                if progress is not None:
+                    progress(done, len(paths), grades[index])
+    finally:
+        pool.kill_all()
+        os.chmod(boxes, 0o700)
+        _remove_tree(boxes)
+        _remove_tree(private)
+    return [g for g in grades if g is not None]
+
+
+# --------------------------------------------------------------------------- outputs
+def _points(value: float) -> str:
+    """Points as the CSV and feedback show them: at most 2 decimals, no trailing zeros."""
+    return f"{round(value, 2):g}"
+
+
+def _csv_cell(text: str) -> str:
+    """Neutralise spreadsheet formulas in text that came from submissions (names, ids)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def write_csv(grades: Sequence[SubmissionGrade], rubric: Rubric, path: Path) -> None:
+    """The gradebook: ``submission``, one column per exercise, ``total``, ``max_total``, ``status``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["submission", *[e.grade_id for e in rubric.exercises], "total", "max_total", "status"]
+        )
+        for grade in grades:
+            points = {e.grade_id: e.points for e in grade.exercises}
+            writer.writerow(
+                [
+                    _csv_cell(grade.submission),
+                    *[_points(points.get(e.grade_id, 0.0)) for e in rubric.exercises],
+                    _points(grade.total),
+                    _points(grade.max_total),
+                    _csv_cell(grade.status),
+                ]
+            )
+
+
+def _md(text: str) -> str:
+    """Student-controlled text made safe for one line of Markdown."""
+    text = " ".join(str(text).split())
+    return text.replace("`", "'").replace("<", "&lt;").replace("|", "\\|")
+
+
+def feedback_markdown(grade: SubmissionGrade) -> str:
+    """The feedback file of one submission (Markdown): per exercise, per hidden case, and notes."""
+    lines = [
+        f"# Feedback on lab {grade.lab}: {_md(grade.submission)}",
+        "",
+        f"**Score: {_points(grade.total)} / {_points(grade.max_total)}**",
+        "",
+        f"Status: {_md(grade.status)}",
+        "",
+        "| exercise | function | points | result |",
+        "|---|---|---|---|",
+    ]
+    for e in grade.exercises:
+        lines.append(
+            f"| {e.grade_id} | `{e.function}` | {_points(e.points)} / {_points(e.max_points)} "
+            f"| {_md(e.summary)} |"
+        )
+    for e in grade.exercises:
+        lines += ["", f"## {e.grade_id}: `{e.function}` ({_points(e.points)} / {_points(e.max_points)})", ""]
+        if not e.cases:
+            lines.append(f"- {_md(e.summary)}")
+        for case in e.cases:
+            mark = "passed" if case.passed else "FAILED"
+            detail = f": {_md(case.message)}" if case.message else ""
+            lines.append(f"- {mark}, {_md(case.name)}{detail}")
+    if grade.notes or grade.cell_errors:
+        lines += ["", "## What happened while running your notebook", ""]
+        lines += [f"- {_md(n)}" for n in grade.notes]
+        lines += [f"- cell {_md(e)}" for e in grade.cell_errors[:50]]
+    if grade.flags:
+        lines += [
+            "",
+            "## Flagged for review",
+            "",
+            "Your notebook seems to use labcore's own implementation of a graded function. This "
+            "does not change the points above; your instructor may ask you about it.",
+            "",
+        ]
+        lines += [f"- {_md(f)}" for f in grade.flags]
+    lines += [
+        "",
+        "---",
+        "Each exercise was tested right after its cell ran, by calling your function on hidden "
+        "inputs in a fresh kernel and comparing the results with the reference in the grader.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_feedback(grade: SubmissionGrade, directory: Path) -> Path:
+    """Write ``<directory>/<submission>.md`` and return its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / _feedback_filename(grade.submission)
+    path.write_text(feedback_markdown(grade), encoding="utf-8")
+    return path
+
+
+def _expand(paths: Iterable[Path]) -> list[Path]:
+    """Notebook files, with folders replaced by the notebooks they contain (sorted)."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out += sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+        else:
+            out.append(path)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: grade submissions, write the CSV and the feedback files."""
+    parser = argparse.ArgumentParser(
+        prog="python -m labcore.grade",
+        description="Grade lab submissions against hidden tests, one sandboxed kernel each.",
+    )
+    parser.add_argument("lab", help=f"the lab's file stem in labs/ ({', '.join(available_labs())})")
+    parser.add_argument("submissions", nargs="+", type=Path, help="notebooks or folders of them")
+    parser.add_argument("--out", type=Path, default=Path("grades.csv"), help="the CSV gradebook")
+    parser.add_argument(
+        "--feedback-dir", type=Path, default=None, help="feedback files (default: feedback/ beside --out)"
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per cell (60)")
+    parser.add_argument(
+        "--total-timeout", type=float, default=300.0, help="seconds per submission (300)"
+    )
+    parser.add_argument(
+        "--memory-mb", type=int, default=4096, help="address-space limit per kernel (4096; 0: none)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the hidden inputs (0)")
+    parser.add_argument(
+        "--isolation",
+        choices=ISOLATION_CHOICES,
+        default="auto",
+        help="auto: own uid per kernel when run as root; uid: require it; none: never",
+    )
+    args = parser.parse_args(argv)
+    if args.lab not in available_labs():
+        parser.error(f"no rubric for lab {args.lab!r}; labs: {', '.join(available_labs())}")
+    paths = _expand(args.submissions)
+    if not paths:
+        parser.error("no notebook to grade")
+    rubric = load_rubric(args.lab)
+    feedback_dir = args.feedback_dir or args.out.parent / "feedback"
+
+    def report(done: int, total: int, grade: SubmissionGrade) -> None:
+        """One progress line per graded submission."""
+        print(
+            f"[{done}/{total}] {grade.submission}: {_points(grade.total)}/{_points(grade.max_total)}"
+            f" in {grade.seconds:.0f} s ({grade.status})",
+            file=sys.stderr,
+        )
+
+    try:
+        grades = grade_submissions(
+            args.lab,
+            paths,
+            jobs=args.jobs,
+            cell_timeout=args.timeout,
+            total_timeout=args.total_timeout,
+            memory_mb=args.memory_mb,
+            seed=args.seed,
+            isolation=args.isolation,
+            progress=report,
+        )
+    except ValueError as err:
+        parser.error(str(err))
+    write_csv(grades, rubric, args.out)
+    for grade in grades:
+        write_feedback(grade, feedback_dir)
+    print(f"wrote {args.out} and {len(grades)} feedback files in {feedback_dir}/")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
