@@ -244,12 +244,16 @@ def _is_labcore(module: str) -> bool:
 def find_reference_use(nb: Any, rubric: Rubric) -> list[str]:
     """Find where a notebook's code refers to labcore's implementation of a graded function.
 
-    Flags, per code cell: importing a graded function's name from a labcore module (or ``*``),
+    Flags, per code cell: importing a graded function's name from a labcore module (or ``*``);
     an attribute access ``<labcore module>. ... .<graded name>`` (``fa.gaussian_nll``,
-    ``checks.ref.gaussian_nll``), a string equal to a graded function's name (``getattr(m,
-    "gaussian_nll")``) and a string naming one of the rubric's reference modules (dynamic
-    imports). A determined student can hide such a reference (``exec`` of an encoded string), so
-    a clean result proves nothing; a hit is a reason to look, not proof of cheating.
+    ``checks.ref.gaussian_nll``) where the student's own answer is made (in that exercise's cell,
+    in a ``def`` of that name, or assigned to that name) or where it is replaced (monkeypatching);
+    and a string naming a graded function or a labcore module passed to ``getattr``,
+    ``__import__`` or ``import_module`` (dynamic lookups). Using labcore's version of *another*
+    exercise's function, as a later exercise may, or a string that merely equals a function's
+    name (a dictionary key), is not flagged. A determined student can hide such a reference
+    (``exec`` of an encoded string), so a clean result proves nothing; a hit is a reason to look,
+    not proof of cheating.
 
     Returns:
         One line per finding: ``"cell <label>, <exercise>: <what>"``.
@@ -257,14 +261,14 @@ def find_reference_use(nb: Any, rubric: Rubric) -> list[str]:
     graded = {e.function: e.grade_id for e in rubric.exercises}
     aliases: set[str] = set()
     findings: list[str] = []
-    trees: list[tuple[str, ast.Module]] = []
+    trees: list[tuple[str, Any, ast.Module]] = []
     cells = [c for c in getattr(nb, "cells", []) if _is_code(c)]
     for index, cell in enumerate(cells):
         tree = _parse_cell(cell.get("source", ""))
         if tree is None:
             continue
         label = _cell_label(cell, index)
-        trees.append((label, tree))
+        trees.append((label, _nbgrader_id(cell), tree))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 for alias in node.names:
@@ -283,28 +287,64 @@ def find_reference_use(nb: Any, rubric: Rubric) -> list[str]:
                         )
                     else:
                         aliases.add(alias.asname or alias.name)
-    for label, tree in trees:
+    for label, grade_id, tree in trees:
+        for scope, name in _answer_scopes(tree, graded, grade_id):
+            for node in ast.walk(scope):
+                if isinstance(node, ast.Attribute) and node.attr == name:
+                    root: ast.expr = node
+                    while isinstance(root, ast.Attribute):
+                        root = root.value
+                    if isinstance(root, ast.Name) and root.id in aliases:
+                        findings.append(f"cell {label}, {graded[name]}: uses `{ast.unparse(node)}`")
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and node.attr in graded:
-                root: ast.expr = node
+                root = node
                 while isinstance(root, ast.Attribute):
                     root = root.value
-                if isinstance(root, ast.Name) and root.id in aliases:
-                    verb = "replaces" if isinstance(node.ctx, ast.Store | ast.Del) else "uses"
+                if (
+                    isinstance(root, ast.Name)
+                    and root.id in aliases
+                    and isinstance(node.ctx, ast.Store | ast.Del)
+                ):
                     findings.append(
-                        f"cell {label}, {graded[node.attr]}: {verb} `{ast.unparse(node)}`"
+                        f"cell {label}, {graded[node.attr]}: replaces `{ast.unparse(node)}`"
                     )
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-                if node.value in graded:
-                    findings.append(
-                        f"cell {label}, {graded[node.value]}: the string {node.value!r} "
-                        "(getattr or a dynamic lookup?)"
-                    )
-                elif node.value in rubric.reference_modules:
-                    findings.append(
-                        f"cell {label}, all exercises: the string {node.value!r} (dynamic import?)"
-                    )
+            elif isinstance(node, ast.Call) and _is_dynamic_lookup(node.func):
+                for arg in node.args:
+                    if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+                        continue
+                    if arg.value in graded:
+                        findings.append(
+                            f"cell {label}, {graded[arg.value]}: the string {arg.value!r} "
+                            "(getattr or a dynamic lookup?)"
+                        )
+                    elif arg.value in rubric.reference_modules or _is_labcore(arg.value):
+                        findings.append(
+                            f"cell {label}, all exercises: the string {arg.value!r} "
+                            "(dynamic import?)"
+                        )
     return list(dict.fromkeys(findings))
+
+
+def _answer_scopes(tree: ast.Module, graded: dict[str, str], grade_id: Any):
+    """``(node, name)`` pairs: the code that makes the student's answer for graded ``name``."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in graded:
+            yield node, node.name
+        elif isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name) and target.id in graded:
+                    yield node.value, target.id
+    for name, exercise in graded.items():
+        if grade_id is not None and exercise == grade_id:
+            yield tree, name
+
+
+def _is_dynamic_lookup(func: ast.expr) -> bool:
+    """``getattr``, ``setattr``, ``__import__``, ``importlib.import_module`` and the like."""
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    return name in {"getattr", "setattr", "hasattr", "__import__", "import_module"}
 
 
 def _lab_notebook(lab: str) -> Path | None:

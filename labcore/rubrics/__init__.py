@@ -56,6 +56,10 @@ __all__ = [
 #: lab stem (file name in labs/ without .ipynb) -> module defining ``RUBRIC``
 RUBRICS: dict[str, str] = {
     "00-function-approximation": "labcore.rubrics.function_approximation",
+    "01-mlp": "labcore.rubrics.mlp",
+    "02-attention": "labcore.rubrics.attention",
+    "03-attribution": "labcore.rubrics.attribution",
+    "04-dynamics": "labcore.rubrics.dynamics",
 }
 
 #: Kernel-side source of the default way to call a graded function: positional ``args``, keyword
