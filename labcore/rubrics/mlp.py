@@ -21,6 +21,7 @@ from labcore.rubrics import (
     HiddenCase,
     Rubric,
     TensorResult,
+    case_generator,
     describe,
     mutation_message,
     tensor_mismatch,
@@ -38,7 +39,7 @@ _ACTIVATIONS = {
 
 def _generator(seed: int, exercise: int) -> torch.Generator:
     """A generator for one exercise's hidden inputs, derived from the grading seed."""
-    return torch.Generator().manual_seed(1000 * seed + 100 + exercise)
+    return case_generator("01-mlp", seed, exercise)
 
 
 def _params(sizes: list[int], g: torch.Generator, dtype: torch.dtype) -> list[list[torch.Tensor]]:
