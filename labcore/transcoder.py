@@ -93,10 +93,15 @@ __all__ = [
     "feature_logit_effects",
     "feature_connections",
     "plot_feature_dashboard",
+    "AttributionGraph",
+    "attribution_graph",
     "TINY_RECIPES",
     "tiny_coref_data",
     "train_tiny_transcoder",
     "load_tiny_transcoder",
+    "TINY_SWEEP",
+    "sweep_tiny",
+    "load_tiny_sweep",
 ]
 
 Tensor = torch.Tensor
@@ -148,7 +153,9 @@ class Transcoder(nn.Module):
             if k > d_hidden:
                 raise ValueError(f"k must be <= d_hidden={d_hidden}, got k={k}")
         elif k is not None:
-            raise ValueError(f'k is only used with activation="topk", got k={k} with "{activation}"')
+            raise ValueError(
+                f'k is only used with activation="topk", got k={k} with "{activation}"'
+            )
         self.k = k
         self.W_enc = nn.Parameter(torch.empty(d_in, d_hidden))
         self.b_enc = nn.Parameter(torch.zeros(d_hidden))
@@ -180,14 +187,20 @@ class Transcoder(nn.Module):
     def config(self) -> dict[str, Any]:
         """The constructor's arguments, JSON-serialisable."""
         return {
-            "d_in": self.d_in, "d_hidden": self.d_hidden, "d_out": self.d_out,
-            "activation": self.activation, "k": self.k,
+            "d_in": self.d_in,
+            "d_hidden": self.d_hidden,
+            "d_out": self.d_out,
+            "activation": self.activation,
+            "k": self.k,
         }
 
     def encode(self, x: Tensor) -> Tensor:
         """Features ``f = act(x W_enc + b_enc)``: ``x (..., d_in) -> (..., d_hidden)``, ``f >= 0``."""
         check_tensor("x", x, min_ndim=1, shape=(self.d_in,), floating=True)
-        pre = x @ self.W_enc + self.b_enc  # (..., d_hidden)
+        return self.activate(x @ self.W_enc + self.b_enc)  # (..., d_hidden)
+
+    def activate(self, pre: Tensor) -> Tensor:
+        """The activation applied to pre-activations ``(..., d_hidden)``: ReLU, or TopK then ReLU."""
         if self.activation == "relu":
             return F.relu(pre)
         values, indices = pre.topk(self.k, dim=-1)  # (..., k) each
@@ -258,7 +271,9 @@ def _check_layer(model: nn.Module, layer: object) -> int:
         raise TypeError(f"model must be a labcore GPT (with hooks), got {type(model).__name__}")
     check_positive_int("layer", layer, allow_zero=True)
     if layer >= len(blocks):
-        raise ValueError(f"layer must be in [0, {len(blocks) - 1}] (n_layer={len(blocks)}), got {layer}")
+        raise ValueError(
+            f"layer must be in [0, {len(blocks) - 1}] (n_layer={len(blocks)}), got {layer}"
+        )
     return int(layer)
 
 
@@ -267,9 +282,7 @@ def _hook_names(layer: int) -> tuple[str, str]:
     return f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out"
 
 
-def _token_mask(
-    tokens: Tensor, mask: Tensor | None, lengths: Tensor | None
-) -> Tensor | None:
+def _token_mask(tokens: Tensor, mask: Tensor | None, lengths: Tensor | None) -> Tensor | None:
     """A ``(batch, pos)`` bool mask of real tokens from ``mask`` or ``lengths`` (or ``None``)."""
     if mask is not None and lengths is not None:
         raise ValueError("give at most one of mask and lengths, got both")
@@ -804,7 +817,9 @@ def evaluate_transcoder(
     ablated = zero_ablated_loss(model, layer, tokens, **loss_kwargs).item()
     spliced = spliced_loss(model, transcoder, layer, tokens, **loss_kwargs).item()
     result.update(
-        loss_original=original, loss_zero_ablated=ablated, loss_spliced=spliced,
+        loss_original=original,
+        loss_zero_ablated=ablated,
+        loss_spliced=spliced,
         ce_loss_recovered=float(ce_loss_recovered(original, ablated, spliced)),
     )
     return result
@@ -851,11 +866,15 @@ def sweep_penalty(
         )
         with torch.no_grad():
             y_hat, f = transcoder(eval_inputs)
-        rows.append({
-            "l1_coeff": float(coeff), "fvu": fvu(y_hat, eval_targets).item(),
-            "l0": l0(f).item(), "dead_fraction": dead_fraction(f).item(),
-            "seconds": history.seconds,
-        })
+        rows.append(
+            {
+                "l1_coeff": float(coeff),
+                "fvu": fvu(y_hat, eval_targets).item(),
+                "l0": l0(f).item(),
+                "dead_fraction": dead_fraction(f).item(),
+                "seconds": history.seconds,
+            }
+        )
     return rows
 
 
@@ -1021,6 +1040,142 @@ def feature_connections(
     return w_dec @ downstream.W_enc.detach()  # (d_hidden_up, d_hidden_down)
 
 
+@dataclass
+class AttributionGraph:
+    """Activation-times-gradient attributions between transcoder features on one prompt.
+
+    Attributes:
+        position: the position whose prediction the metric reads.
+        metric: the metric's value (e.g. a logit difference) on the prompt.
+        activations: ``layer -> (pos, d_hidden)`` the features of each spliced layer.
+        to_metric: ``layer -> (pos, d_hidden)``: ``f_i * d metric / d f_i`` along paths that do not
+            go through the features of later spliced layers (those are nodes of their own).
+        targets: ``layer -> (k,)`` the later-layer features at ``position`` that edges point to.
+        edges: ``(l, l') -> (pos, d_hidden_l, k)``: ``f_i * d z_j / d f_i`` from feature ``i`` of
+            layer ``l`` (any position) to the pre-activation ``z_j`` of target ``j`` of layer
+            ``l'`` at ``position``, along paths that avoid the features of layers in between.
+    """
+
+    position: int
+    metric: float
+    activations: dict[int, Tensor]
+    to_metric: dict[int, Tensor]
+    targets: dict[int, Tensor]
+    edges: dict[tuple[int, int], Tensor]
+
+
+def attribution_graph(
+    model: nn.Module,
+    transcoders: dict[int, Transcoder],
+    tokens: Tensor,
+    metric: Callable[[Tensor], Tensor],
+    position: int,
+    *,
+    k: int = 8,
+) -> AttributionGraph:
+    """A minimal attribution graph over transcoder features for one prompt.
+
+    Every MLP of a layer in ``transcoders`` is replaced by its transcoder plus a frozen error
+    term, ``MLP(x) -> decode(f(x)) + e`` with ``e = MLP(x) - decode(f(x))`` computed on this prompt
+    and held constant: the *replacement model* gives exactly the original logits, and is linear in
+    each layer's features ``f``. Attention patterns and LayerNorm scales stay live, so the
+    attributions are input-dependent, in contrast with :func:`feature_connections`. Each layer's
+    features are made leaves of the autograd graph, so that an attribution ``f_i * dY / df_i`` counts
+    only the paths that avoid the features of the other spliced layers; the graph's nodes are the
+    features, its edges these products (a simplified version of the attribution graphs of Ameisen,
+    Lindsey, Pearce et al., 2025, who also freeze attention and normalisation to make the graph
+    exactly linear).
+
+    Args:
+        model: a :class:`labcore.transformer.GPT`.
+        transcoders: ``layer -> Transcoder`` for one or more MLP layers.
+        tokens: ``(1, pos)`` one prompt.
+        metric: ``logits (1, pos, d_vocab) -> 0-d tensor``, e.g. a logit difference at ``position``.
+        position: where the target features of later layers are read (``0 <= position < pos``).
+        k: the number of most active features of each later layer at ``position`` used as targets.
+
+    Returns:
+        An :class:`AttributionGraph`.
+    """
+    check_tensor("tokens", tokens, ndim=2)
+    if tokens.shape[0] != 1:
+        raise ValueError(f"tokens must hold one prompt, shape (1, pos), got {tuple(tokens.shape)}")
+    if not transcoders:
+        raise ValueError("transcoders must map at least one layer to a Transcoder, got none")
+    layers = sorted(_check_layer(model, layer) for layer in transcoders)
+    check_positive_int("position", position, allow_zero=True)
+    if position >= tokens.shape[1]:
+        raise ValueError(f"position must be < pos={tokens.shape[1]}, got {position}")
+    check_positive_int("k", k)
+    leaves: dict[int, Tensor] = {}
+    pre: dict[int, Tensor] = {}
+    hooks: list[tuple[str, HookFn]] = []
+    for layer in layers:
+        transcoder = transcoders[layer]
+        in_name, out_name = _hook_names(layer)
+        stored: dict[str, Tensor] = {}
+
+        def save_input(x: Tensor, hook: Any, stored: dict[str, Tensor] = stored) -> None:
+            stored["x"] = x
+
+        def replace(
+            y: Tensor,
+            hook: Any,
+            layer: int = layer,
+            transcoder: Transcoder = transcoder,
+            stored: dict[str, Tensor] = stored,
+        ) -> Tensor:
+            z = stored.pop("x") @ transcoder.W_enc + transcoder.b_enc  # (1, pos, d_hidden)
+            f = transcoder.activate(z)
+            pre[layer] = z
+            leaves[layer] = f.detach().requires_grad_(True)
+            error = (y - transcoder.decode(f)).detach()
+            return transcoder.decode(leaves[layer]) + error
+
+        hooks += [(in_name, save_input), (out_name, replace)]
+    with torch.enable_grad():
+        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+        value = metric(logits)
+        if not isinstance(value, Tensor) or value.ndim != 0:
+            raise ValueError("metric must return a 0-d tensor (one number)")
+        grads = torch.autograd.grad(value, [leaves[layer] for layer in layers], retain_graph=True)
+        to_metric = {
+            layer: (leaves[layer] * g)[0].detach() for layer, g in zip(layers, grads, strict=True)
+        }
+        targets: dict[int, Tensor] = {}
+        edges: dict[tuple[int, int], Tensor] = {}
+        for later in layers[1:]:
+            active = leaves[later][0, position]  # (d_hidden,)
+            top = active.topk(min(k, active.numel())).indices
+            targets[later] = top
+            earlier = [layer for layer in layers if layer < later]
+            rows = [
+                torch.autograd.grad(
+                    pre[later][0, position, j],
+                    [leaves[e] for e in earlier],
+                    retain_graph=True,
+                    allow_unused=True,
+                )
+                for j in top.tolist()
+            ]  # k backward passes, one per target feature
+            for index, layer in enumerate(earlier):
+                per_target = [
+                    torch.zeros_like(leaves[layer]) if row[index] is None else row[index]
+                    for row in rows
+                ]
+                edges[(layer, later)] = torch.stack(
+                    [(leaves[layer] * g)[0].detach() for g in per_target], dim=-1
+                )  # (pos, d_hidden_layer, k)
+    return AttributionGraph(
+        position=position,
+        metric=value.item(),
+        activations={layer: leaves[layer][0].detach() for layer in layers},
+        to_metric=to_metric,
+        targets=targets,
+        edges=edges,
+    )
+
+
 def plot_feature_dashboard(
     feature: int,
     activations: Tensor,
@@ -1065,20 +1220,23 @@ def plot_feature_dashboard(
     density = values.numel() / max(activations.numel(), 1)
     ax_hist.set(
         title=f"feature {feature}: nonzero activations ({100 * density:.2f}% of tokens)",
-        xlabel="activation", ylabel="tokens",
+        xlabel="activation",
+        ylabel="tokens",
     )
     colors = ["tab:red"] * n_tokens + ["tab:green"] * n_tokens
     ax_logit.barh(range(len(picked)), effects[picked].numpy(), color=colors)
     ax_logit.set_yticks(range(len(picked)), labels)
     ax_logit.set(
-        title="direct logit effect (decoder row through W_U)", xlabel="logit change per unit",
+        title="direct logit effect (decoder row through W_U)",
+        xlabel="logit change per unit",
     )
     if examples:
         ax_text = fig.add_subplot(grid[1, :])
         ax_text.axis("off")
         lines = [f"{e.activation:7.2f}  {e.context}" for e in examples]
-        ax_text.text(0, 1, "top activations\n" + "\n".join(lines), va="top", family="monospace",
-                     fontsize=8)
+        ax_text.text(
+            0, 1, "top activations\n" + "\n".join(lines), va="top", family="monospace", fontsize=8
+        )
     return fig
 
 
@@ -1144,33 +1302,51 @@ def train_tiny_transcoder(
     from labcore.data.coref import evaluation_set
     from labcore.models import load
 
-    recipe = dict(TINY_RECIPES[check_in("layer", layer, list(TINY_RECIPES))] if recipe is None
-                  else recipe)
+    recipe = dict(
+        TINY_RECIPES[check_in("layer", layer, list(TINY_RECIPES))] if recipe is None else recipe
+    )
     old_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         model, tokenizer = load(recipe["model"])
         start = time.perf_counter()
         tokens, lengths = tiny_coref_data(
-            recipe["n_sentences"], seed=recipe["data_seed"], split_seed=recipe["split_seed"],
+            recipe["n_sentences"],
+            seed=recipe["data_seed"],
+            split_seed=recipe["split_seed"],
             tokenizer=tokenizer,
         )
         inputs, targets = collect_mlp_io(model, tokens, recipe["layer"], lengths=lengths)
         collect_seconds = time.perf_counter() - start
         transcoder, history = train_transcoder(
-            inputs, targets, recipe["d_hidden"], l1_coeff=recipe["l1_coeff"],
-            steps=recipe["steps"], l1_warmup_steps=recipe["l1_warmup_steps"], lr=recipe["lr"],
+            inputs,
+            targets,
+            recipe["d_hidden"],
+            l1_coeff=recipe["l1_coeff"],
+            steps=recipe["steps"],
+            l1_warmup_steps=recipe["l1_warmup_steps"],
+            lr=recipe["lr"],
             batch_size=recipe["batch_size"],
-            penalty=recipe["penalty"], activation=recipe["activation"], seed=recipe["seed"],
+            penalty=recipe["penalty"],
+            activation=recipe["activation"],
+            seed=recipe["seed"],
             progress=progress,
         )
         eval_set = evaluation_set(
-            "held_out", recipe["n_eval"], seed=recipe["eval_seed"],
-            split_seed=recipe["split_seed"], tokenizer=tokenizer,
+            "held_out",
+            recipe["n_eval"],
+            seed=recipe["eval_seed"],
+            split_seed=recipe["split_seed"],
+            tokenizer=tokenizer,
         )
         metrics = evaluate_transcoder(
-            model, transcoder, recipe["layer"], eval_set.tokens, positions=eval_set.lengths - 1,
-            targets=eval_set.answer, lengths=eval_set.lengths,
+            model,
+            transcoder,
+            recipe["layer"],
+            eval_set.tokens,
+            positions=eval_set.lengths - 1,
+            targets=eval_set.answer,
+            lengths=eval_set.lengths,
         )
         with torch.no_grad():
             metrics["train_dead_fraction"] = dead_fraction(transcoder.encode(inputs)).item()
@@ -1230,9 +1406,13 @@ def _write_tiny(transcoder: Transcoder, record: dict[str, Any], out_dir: Path) -
     name = f"tiny-coref-transcoder-l{recipe['layer']}"
     weights, json_path = transcoder.save(out_dir / name, metadata=record)
     card = MODEL_CARD.format(
-        **recipe, **record["metrics"], **record["environment"],
-        n_train_tokens=record["n_train_tokens"], collect_seconds=record["collect_seconds"],
-        training_seconds=record["training_seconds"], tokens_per_second=record["tokens_per_second"],
+        **recipe,
+        **record["metrics"],
+        **record["environment"],
+        n_train_tokens=record["n_train_tokens"],
+        collect_seconds=record["collect_seconds"],
+        training_seconds=record["training_seconds"],
+        tokens_per_second=record["tokens_per_second"],
     )
     card_path = out_dir / f"{name}.md"
     card_path.write_text(card)
@@ -1253,14 +1433,111 @@ def load_tiny_transcoder(
         return Transcoder.load(path, device=device)
 
 
+#: The penalty sweep behind chapter 5's sparsity-fidelity curve (see :func:`sweep_tiny`).
+TINY_SWEEP: dict[str, Any] = {
+    "layer": 1,
+    "d_hidden": 512,
+    "grids": {"l1": [0.3, 1.0, 2.0, 3.0, 10.0], "l2": [0.3, 1.0, 3.0, 10.0, 30.0]},
+    "steps": 2000,
+    "lr": 1e-3,
+    "batch_size": 512,
+    "seed": 0,
+}
+
+
+def sweep_tiny(sweep: dict[str, Any] | None = None, *, progress: bool = True) -> dict[str, Any]:
+    """The sparsity-fidelity curves of ``tiny-coref``'s MLP ``layer`` for the L1 and L2 penalties.
+
+    Trains one transcoder per ``(penalty, lambda)`` of ``sweep["grids"]`` on the data of the shipped
+    transcoder's recipe (:data:`TINY_RECIPES`), with ``steps`` steps each on one CPU thread, and
+    measures FVU, L0 and dead features on every real token of the held-out evaluation prompts.
+
+    Returns:
+        ``{"sweep": ..., "curves": {"l1": rows, "l2": rows}, "environment": ...}`` with the rows
+        of :func:`sweep_penalty`; JSON-serialisable.
+    """
+    from labcore.data.coref import evaluation_set
+    from labcore.models import load
+
+    sweep = dict(TINY_SWEEP if sweep is None else sweep)
+    recipe = TINY_RECIPES[check_in("layer", sweep["layer"], list(TINY_RECIPES))]
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, tokenizer = load(recipe["model"])
+        tokens, lengths = tiny_coref_data(
+            recipe["n_sentences"],
+            seed=recipe["data_seed"],
+            split_seed=recipe["split_seed"],
+            tokenizer=tokenizer,
+        )
+        inputs, targets = collect_mlp_io(model, tokens, sweep["layer"], lengths=lengths)
+        eval_set = evaluation_set(
+            "held_out",
+            recipe["n_eval"],
+            seed=recipe["eval_seed"],
+            split_seed=recipe["split_seed"],
+            tokenizer=tokenizer,
+        )
+        x_eval, y_eval = collect_mlp_io(
+            model, eval_set.tokens, sweep["layer"], lengths=eval_set.lengths
+        )
+        curves = {
+            name: sweep_penalty(
+                inputs,
+                targets,
+                sweep["d_hidden"],
+                grid,
+                eval_inputs=x_eval,
+                eval_targets=y_eval,
+                penalty=name,
+                steps=sweep["steps"],
+                lr=sweep["lr"],
+                batch_size=sweep["batch_size"],
+                seed=sweep["seed"],
+                progress=progress,
+            )
+            for name, grid in sweep["grids"].items()
+        }
+    finally:
+        torch.set_num_threads(old_threads)
+    rounded = {
+        name: [{key: round(value, 5) for key, value in row.items()} for row in rows]
+        for name, rows in curves.items()
+    }
+    return {
+        "sweep": sweep,
+        "curves": rounded,
+        "environment": {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+        },
+    }
+
+
+def load_tiny_sweep() -> dict[str, Any]:
+    """The shipped result of :func:`sweep_tiny` (``python -m labcore.transcoder sweep-tiny``)."""
+    files = resources.files("labcore").joinpath("weights", "tiny-coref-transcoder-sweep.json")
+    return json.loads(files.read_text())
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python -m labcore.transcoder train-tiny [--layer L] [--out DIR]``."""
+    """Command line: ``python -m labcore.transcoder train-tiny [--layer L] [--out DIR]`` or
+    ``python -m labcore.transcoder sweep-tiny [--out DIR]`` (the curve of chapter 5)."""
     parser = argparse.ArgumentParser(description="Train the transcoders that labcore ships.")
-    parser.add_argument("command", choices=["train-tiny"])
+    parser.add_argument("command", choices=["train-tiny", "sweep-tiny"])
     parser.add_argument("--layer", type=int, default=1, choices=sorted(TINY_RECIPES))
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="output folder")
     parser.add_argument("--steps", type=int, default=None, help="override the recipe's steps")
     args = parser.parse_args(argv)
+    if args.command == "sweep-tiny":
+        result = sweep_tiny()
+        path = args.out / "tiny-coref-transcoder-sweep.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {path}")
+        print(json.dumps(result["curves"], indent=2))
+        return
     recipe = dict(TINY_RECIPES[args.layer])
     if args.steps is not None:
         recipe["steps"] = args.steps

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -15,8 +17,10 @@ from labcore.data.coref import evaluation_set  # noqa: E402
 from labcore.models import load  # noqa: E402
 from labcore.transcoder import (  # noqa: E402
     TINY_RECIPES,
+    TINY_SWEEP,
     Transcoder,
     _write_tiny,
+    attribution_graph,
     ce_loss_recovered,
     collect_mlp_io,
     dead_fraction,
@@ -27,6 +31,7 @@ from labcore.transcoder import (  # noqa: E402
     fvu,
     l0,
     l0_at_fvu,
+    load_tiny_sweep,
     load_tiny_transcoder,
     next_token_loss,
     plot_feature_dashboard,
@@ -248,8 +253,9 @@ def test_topk_activation_keeps_exactly_k_features() -> None:
         tc.b_enc.fill_(-100.0)  # no pre-activation is positive: at most k, here none
     assert (tc.encode(torch.randn(20, 16)) == 0).all()
     x, y, _, _ = planted(n=1024)
-    trained, history = train_transcoder(x, y, 32, l1_coeff=0.0, activation="topk", k=3,
-                                        steps=50, seed=0, progress=False)
+    trained, history = train_transcoder(
+        x, y, 32, l1_coeff=0.0, activation="topk", k=3, steps=50, seed=0, progress=False
+    )
     assert max(history.l0) <= 3 and trained.k == 3
 
 
@@ -263,8 +269,9 @@ def test_decoder_rows_have_unit_norm_after_every_step(monkeypatch) -> None:
 
     monkeypatch.setattr(Transcoder, "forward", spy)
     x, y, _, _ = planted(n=512)
-    tc, history = train_transcoder(x, y, 32, l1_coeff=0.1, steps=30, lr=1e-2, batch_size=64,
-                                   seed=0, progress=False)
+    tc, history = train_transcoder(
+        x, y, 32, l1_coeff=0.1, steps=30, lr=1e-2, batch_size=64, seed=0, progress=False
+    )
     assert len(seen) == 30 and max(seen) < 1e-5  # at the start of every step
     assert (tc.W_dec.norm(dim=1) - 1).abs().max() < 1e-5  # and after the last
     for name in ("loss", "mse", "penalty", "l0", "fvu", "dead_fraction"):
@@ -275,8 +282,9 @@ def test_decoder_rows_have_unit_norm_after_every_step(monkeypatch) -> None:
 def test_l1_recovers_a_planted_sparse_structure() -> None:
     x, y, s, D = planted()
     true_l0 = (s > 0).sum(-1).float().mean().item()  # about 1.6
-    tc, history = train_transcoder(x, y, 16, l1_coeff=0.1, steps=1500, lr=3e-3, batch_size=256,
-                                   seed=0, progress=False)
+    tc, history = train_transcoder(
+        x, y, 16, l1_coeff=0.1, steps=1500, lr=3e-3, batch_size=256, seed=0, progress=False
+    )
     with torch.no_grad():
         y_hat, f = tc(x)
     assert fvu(y_hat, y).item() < 0.01
@@ -306,8 +314,9 @@ def test_l1_is_sparse_and_l2_is_not_at_similar_fidelity() -> None:
 
 def test_sweep_penalty_trades_fidelity_for_sparsity() -> None:
     x, y, _, _ = planted(n=2048)
-    curve = sweep_penalty(x, y, 32, [0.01, 1.0], steps=300, lr=3e-3, batch_size=256, seed=0,
-                          progress=False)
+    curve = sweep_penalty(
+        x, y, 32, [0.01, 1.0], steps=300, lr=3e-3, batch_size=256, seed=0, progress=False
+    )
     assert [row["l1_coeff"] for row in curve] == [0.01, 1.0]
     assert curve[1]["l0"] < curve[0]["l0"] and curve[1]["fvu"] > curve[0]["fvu"]
 
@@ -333,9 +342,15 @@ def test_save_and_load_round_trip(tmp_path) -> None:
 def test_shipped_transcoder_meets_the_acceptance_numbers(tiny, eval_set, layer) -> None:
     model, _ = tiny
     transcoder, record = load_tiny_transcoder(layer)
-    m = evaluate_transcoder(model, transcoder, layer, eval_set.tokens,
-                            positions=eval_set.lengths - 1, targets=eval_set.answer,
-                            lengths=eval_set.lengths)
+    m = evaluate_transcoder(
+        model,
+        transcoder,
+        layer,
+        eval_set.tokens,
+        positions=eval_set.lengths - 1,
+        targets=eval_set.answer,
+        lengths=eval_set.lengths,
+    )
     assert m["fvu"] <= 0.1 and m["fvu_at_positions"] <= 0.1
     assert m["l0"] <= 32 and m["l0_at_positions"] <= 32
     assert m["loss_zero_ablated"] > m["loss_original"] + 1.0  # ablating clearly hurts
@@ -346,8 +361,14 @@ def test_shipped_transcoder_meets_the_acceptance_numbers(tiny, eval_set, layer) 
 
 
 def test_train_tiny_transcoder_small_run_writes_loadable_files(tmp_path) -> None:
-    recipe = {**TINY_RECIPES[1], "n_sentences": 200, "steps": 20, "n_eval": 50, "d_hidden": 32,
-              "l1_warmup_steps": 10}
+    recipe = {
+        **TINY_RECIPES[1],
+        "n_sentences": 200,
+        "steps": 20,
+        "n_eval": 50,
+        "d_hidden": 32,
+        "l1_warmup_steps": 10,
+    }
     transcoder, record = train_tiny_transcoder(1, recipe=recipe, progress=False)
     assert record["n_train_tokens"] > 0 and set(record["metrics"]) >= {"fvu", "ce_loss_recovered"}
     paths = _write_tiny(transcoder, record, tmp_path)
@@ -378,8 +399,9 @@ def test_feature_activations_top_examples_and_dashboard(tiny, eval_set) -> None:
     manual = ((d - d.mean()) * model.ln_final.weight.detach()) @ model.W_U.detach()
     torch.testing.assert_close(effects, manual)
 
-    fig = plot_feature_dashboard(feature, features[..., feature], effects, tokenizer=tokenizer,
-                                 examples=examples, n_tokens=5)
+    fig = plot_feature_dashboard(
+        feature, features[..., feature], effects, tokenizer=tokenizer, examples=examples, n_tokens=5
+    )
     titles = [ax.get_title() for ax in fig.axes]
     assert any(f"feature {feature}" in t for t in titles)
     plt.close(fig)
@@ -478,17 +500,118 @@ def test_same_functions_on_a_random_gpt2_style_model() -> None:
     """The Colab path (GPT-2 small) uses the same code; here a random untied GPT stands in."""
     from labcore.transformer import GPT, GPTConfig
 
-    model = GPT(GPTConfig(vocab_size=60, n_ctx=16, d_model=32, n_layer=3, n_head=4,
-                          tie_embeddings=False)).eval()
+    model = GPT(
+        GPTConfig(vocab_size=60, n_ctx=16, d_model=32, n_layer=3, n_head=4, tie_embeddings=False)
+    ).eval()
     tokens = torch.randint(0, 60, (40, 12), generator=torch.Generator().manual_seed(0))
     inputs, targets = collect_mlp_io(model, tokens, 1)
     with torch.no_grad():
         torch.testing.assert_close(model.blocks[1].mlp(inputs), targets)
-    tc, _ = train_transcoder(inputs, targets, 64, l1_coeff=1e-4, steps=100, lr=3e-3,
-                             batch_size=128, seed=0, progress=False)
-    m = evaluate_transcoder(model, tc, 1, tokens, positions=torch.full((40,), 5),
-                            targets=tokens[:, 6])
+    tc, _ = train_transcoder(
+        inputs,
+        targets,
+        64,
+        l1_coeff=1e-4,
+        steps=100,
+        lr=3e-3,
+        batch_size=128,
+        seed=0,
+        progress=False,
+    )
+    m = evaluate_transcoder(
+        model, tc, 1, tokens, positions=torch.full((40,), 5), targets=tokens[:, 6]
+    )
     assert set(m) >= {"fvu", "l0", "loss_spliced", "ce_loss_recovered", "fvu_at_positions"}
     effects = feature_logit_effects(model, tc, 0)
     d = tc.W_dec[0].detach()
-    torch.testing.assert_close(effects, ((d - d.mean()) * model.ln_final.weight) @ model.unembed.weight.T)
+    torch.testing.assert_close(
+        effects, ((d - d.mean()) * model.ln_final.weight) @ model.unembed.weight.T
+    )
+
+
+def _double_tiny():
+    model, _ = load("tiny-coref")
+    transcoders = {layer: load_tiny_transcoder(layer)[0].double() for layer in (0, 1)}
+    return model.double(), transcoders
+
+
+def test_attribution_graph_replacement_model_is_exact_and_edges_are_derivatives(eval_set) -> None:
+    model, transcoders = _double_tiny()
+    n = int(eval_set.lengths[0])
+    p = n - 1
+    prompt = eval_set.tokens[:1, :n]
+    answer, distractor = int(eval_set.answer[0]), int(eval_set.distractor[0])
+
+    def metric(logits):
+        return logits[0, p, answer] - logits[0, p, distractor]
+
+    graph = attribution_graph(model, transcoders, prompt, metric, p, k=4)
+    with torch.no_grad():
+        assert graph.metric == pytest.approx(metric(model(prompt)).item(), abs=1e-9)
+    eps = 1e-4
+
+    def scaled(layer, feature):  # the metric with one feature at p scaled by (1 + eps)
+        def edit(f):
+            f = f.clone()
+            f[0, p, feature] *= 1 + eps
+            return f
+
+        hooks = splice_hooks(transcoders[layer], layer, edit=edit, keep_error=True)
+        with torch.no_grad():
+            return metric(model.run_with_hooks(prompt, fwd_hooks=hooks)).item()
+
+    # last layer: its features reach the metric only directly, so the attribution is the total effect
+    for j in graph.activations[1][p].topk(3).indices.tolist():
+        effect = (scaled(1, j) - graph.metric) / eps
+        assert effect == pytest.approx(graph.to_metric[1][p, j].item(), rel=1e-3, abs=1e-6)
+    # edges from layer 0 to the pre-activations of layer-1 targets, by finite differences
+    i = int(graph.activations[0][p].argmax())
+    store = {}
+
+    def edit0(f):
+        f = f.clone()
+        f[0, p, i] *= 1 + eps
+        return f
+
+    def read_pre(x, hook):
+        store["z"] = x @ transcoders[1].W_enc + transcoders[1].b_enc
+
+    for hooks in ([], splice_hooks(transcoders[0], 0, edit=edit0, keep_error=True)):
+        with torch.no_grad():
+            model.run_with_hooks(
+                prompt, fwd_hooks=hooks + [("blocks.1.ln2.hook_normalized", read_pre)]
+            )
+        store.setdefault("runs", []).append(store["z"][0, p, graph.targets[1]])
+    finite = (store["runs"][1] - store["runs"][0]) / eps
+    torch.testing.assert_close(finite, graph.edges[(0, 1)][p, i], rtol=1e-3, atol=1e-6)
+    assert graph.edges[(0, 1)].shape == (n, transcoders[0].d_hidden, 4)
+
+
+def test_attribution_graph_rejects_bad_input(tiny, eval_set) -> None:
+    model, _ = tiny
+    transcoders = {1: load_tiny_transcoder(1)[0]}
+
+    def metric(logits):
+        return logits[0, -1, 0]
+
+    with pytest.raises(ValueError, match="one prompt"):
+        attribution_graph(model, transcoders, eval_set.tokens[:2], metric, 3)
+    with pytest.raises(ValueError, match="position"):
+        attribution_graph(model, transcoders, eval_set.tokens[:1], metric, 99)
+    with pytest.raises(ValueError, match="at least one layer"):
+        attribution_graph(model, {}, eval_set.tokens[:1], metric, 3)
+    with pytest.raises(ValueError, match="0-d"):
+        attribution_graph(model, transcoders, eval_set.tokens[:1], lambda lg: lg[0, -1], 3)
+
+
+def test_shipped_sweep_has_l1_sparser_than_l2_at_matched_fidelity() -> None:
+    sweep = load_tiny_sweep()
+    assert sweep["sweep"] == TINY_SWEEP
+    curves = sweep["curves"]
+    assert [row["l1_coeff"] for row in curves["l1"]] == TINY_SWEEP["grids"]["l1"]
+    for name in ("l1", "l2"):  # more penalty: sparser and less faithful
+        rows = curves[name]
+        assert all(a["l0"] > b["l0"] for a, b in pairwise(rows))
+        assert all(a["fvu"] < b["fvu"] for a, b in pairwise(rows))
+    l1, l2 = l0_at_fvu(curves["l1"], 0.02), l0_at_fvu(curves["l2"], 0.02)
+    assert l1 < l2 / 4
