@@ -129,8 +129,14 @@ def test_chapter_math_renders_offline(page, site):
     )
 
 
-def test_chapter_figures_and_widget_render(page, site):
-    page.goto(f"{site}/book/00-function-approximation.html", wait_until="networkidle")
+CHAPTERS = sorted(
+    path.stem for path in (Path(__file__).resolve().parents[1] / "book").glob("*.ipynb")
+)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_figures_and_widget_render(page, site, chapter):
+    page.goto(f"{site}/book/{chapter}.html", wait_until="networkidle")
     images = page.locator("article img")
     local = [
         i

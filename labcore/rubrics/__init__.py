@@ -63,6 +63,7 @@ RUBRICS: dict[str, str] = {
     "02-attention": "labcore.rubrics.attention",
     "03-attribution": "labcore.rubrics.attribution",
     "04-dynamics": "labcore.rubrics.dynamics",
+    "05-transcoders": "labcore.rubrics.transcoder",
 }
 
 #: Kernel-side source of the default way to call a graded function: positional ``args``, keyword
