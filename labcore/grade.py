@@ -18,9 +18,16 @@ How a submission is graded (all of it on Linux):
 2. The worker starts a fresh IPython kernel (nbclient) in that directory through a small launch
    wrapper that sets ``resource.setrlimit`` limits on the kernel before it starts: address space
    (``RLIMIT_AS`` = ``--memory-mb``), file size, CPU time and no core dumps. When the grader runs
-   as root (a container), the wrapper also drops the kernel to a fresh unprivileged uid per
-   submission (``--isolation``), which then cannot read other submissions' directories, the
-   grader's files, or signal other processes, and whose process count is limited.
+   as root (a container), the wrapper also isolates the kernel (``--isolation``): ``uid`` drops it
+   to a fresh unprivileged uid per submission, which cannot read other submissions' directories or
+   the grader's files, nor signal other processes, and whose process count is limited; where the
+   machine allows, the kernel also gets a private mount namespace in which the folder of all
+   submissions' temporary directories (but its own), the grader's private folder, the submissions'
+   and the outputs' folders and the grader's home are covered by empty tmpfs, and ``/tmp`` is
+   private (:func:`_mount_plan`; this also lets the uid reach a Python installed under ``/root``).
+   ``namespace`` keeps the kernel root but in such a mount namespace plus a PID namespace, on a
+   read-only view of the filesystem, without any capability: for a Python an unprivileged uid
+   cannot read.
 3. The worker runs the student's code cells one by one with a per-cell time limit (``--timeout``)
    inside a total limit (``--total-timeout``); errors do not stop the run. A cell that times out
    is interrupted and grading goes on; a kernel that dies or ignores the interrupt ends the run.
@@ -108,7 +115,19 @@ PROBE_TIMEOUT_S = 5  # how long an interrupted kernel has to become responsive a
 WORKER_GRACE_S = 90  # a worker gets --total-timeout plus this before it is killed
 TOKEN_ENV = "LABCORE_GRADER_TOKEN"
 UID_RANGE = (200_000, 1_200_000)  # sandbox uids: far above real accounts
-ISOLATION_CHOICES = ("auto", "uid", "none")
+ISOLATION_CHOICES = ("auto", "uid", "namespace", "none")
+SCRATCH_BYTES = 64 * 2**20  # each private /tmp, /var/tmp and /dev/shm of a kernel in a namespace
+#: Never covered in a kernel's mount namespace: the system its Python runs on.
+SYSTEM_PATHS = (
+    "/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin", "/etc", "/dev", "/proc", "/sys",
+)  # fmt: skip
+#: Device files a kernel that stays root keeps (its ``/dev`` holds nothing else).
+KERNEL_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/shm")
+#: Packages a kernel may import: their folders stay visible in its mount namespace.
+KERNEL_PACKAGES = (
+    "labcore", "torch", "numpy", "matplotlib", "ipykernel", "IPython", "jupyter_client",
+    "jupyter_core", "zmq", "nbformat", "traitlets", "tornado",
+)  # fmt: skip
 MEMORY_ERRORS = ("MemoryError", "OutOfMemoryError")
 MEMORY_TEXT = ("can't allocate memory", "cannot allocate memory", "bad_alloc", "out of memory")
 
@@ -150,6 +169,8 @@ class SubmissionGrade:
         cell_errors: ``"<cell>: <error>"`` for each of the student's cells that raised.
         seconds: wall-clock time spent on it.
         finished: whether the worker got to the end (False if it was killed or crashed).
+        isolation: how its kernel was isolated (``uid+namespace``, ``uid``, ``namespace`` or
+            ``none``; see ``--isolation``).
     """
 
     submission: str
@@ -161,6 +182,7 @@ class SubmissionGrade:
     cell_errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     finished: bool = False
+    isolation: str = ""
 
     @property
     def total(self) -> float:
@@ -279,7 +301,9 @@ def find_reference_use(nb: Any, rubric: Rubric) -> list[str]:
                     continue
                 for alias in node.names:
                     if alias.name == "*":
-                        findings.append(f"cell {label}, all exercises: `from {node.module} import *`")
+                        findings.append(
+                            f"cell {label}, all exercises: `from {node.module} import *`"
+                        )
                     elif alias.name in graded:
                         findings.append(
                             f"cell {label}, {graded[alias.name]}: imports `{alias.name}` "
@@ -367,11 +391,21 @@ def _baseline_findings(lab: str, rubric: Rubric) -> list[str]:
 
 
 # --------------------------------------------------------------------------- kernel side
-#: Launch wrapper (``python -c``): set resource limits, maybe drop to the sandbox uid, then exec
-#: the kernel. Limits are inherited by everything the kernel starts.
+#: Launch wrapper (``python -c``): set resource limits, maybe isolate the kernel in namespaces of
+#: its own and drop it to the sandbox uid, then exec the kernel. Limits are inherited by everything
+#: the kernel starts. Its configuration (``argv[1]``, JSON) may have a ``namespace`` plan (see
+#: :func:`_mount_plan`): the kernel then gets a private mount namespace in which the folders of
+#: ``hide`` are covered by empty tmpfs, with only ``own`` (its own folders) and, except under a
+#: ``strict`` cover, ``keep`` (what its Python needs) bound back at their places; ``scratch`` covers
+#: are private and writable. With ``contain_root`` (kernels that stay root), it also gets a PID
+#: namespace with its own ``/proc`` (a tiny init reaps and reports the kernel's end), a read-only
+#: view of every mount but its own folders, and no capabilities at all.
 _WRAPPER = r"""
 import json, os, resource, sys
 cfg = json.loads(sys.argv[1])
+ns = cfg.get("namespace")
+
+
 def limit(name, value):
     kind = getattr(resource, name, None)
     if kind is None or value is None:
@@ -380,11 +414,127 @@ def limit(name, value):
     if hard != resource.RLIM_INFINITY:
         value = min(value, hard)
     resource.setrlimit(kind, (value, value))
+
+
 if cfg["memory_bytes"]:
     limit("RLIMIT_AS", cfg["memory_bytes"])
 limit("RLIMIT_CORE", 0)
 limit("RLIMIT_FSIZE", cfg["file_bytes"])
 limit("RLIMIT_CPU", cfg["cpu_seconds"])
+if ns:
+    import ctypes, signal, stat
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    ulong = ctypes.c_ulong
+    MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+    MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+    contain = bool(ns.get("contain_root"))
+
+    def check(result, what):
+        if result < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, what + ": " + os.strerror(err))
+
+    def mount(source, target, fstype, flags, data=None):
+        args = [None if s is None else s.encode() for s in (source, target, fstype, data)]
+        check(libc.mount(args[0], args[1], args[2], ulong(flags), args[3]), "mount " + target)
+
+    def prctl(option, value):
+        check(libc.prctl(ctypes.c_int(option), ulong(value), ulong(0), ulong(0), ulong(0)), "prctl")
+
+    def read_only(path, on, recursive):  # mount_setattr(2), MOUNT_ATTR_RDONLY
+        attr = (ctypes.c_uint64 * 4)(1 if on else 0, 0 if on else 1, 0, 0)
+        flags = ctypes.c_uint(0x8000 if recursive else 0)  # AT_RECURSIVE
+        call = libc.syscall(ctypes.c_long(442), ctypes.c_int(-100), path.encode(), flags,
+                            ctypes.byref(attr), ctypes.c_size_t(32))
+        check(call, "mount_setattr " + path)
+
+    def inside(path, folder):
+        return path.startswith(folder.rstrip("/") + "/")
+
+    def tops(paths):
+        out = []
+        for path in sorted(set(paths)):
+            if os.path.lexists(path) and not any(path == o or inside(path, o) for o in out):
+                out.append(path)
+        return out
+
+    scratch = []
+
+    def cover(folder, kind):
+        if os.path.islink(folder) or not os.path.isdir(folder):
+            return
+        wanted = ns["own"] + (ns["keep"] if kind != "strict" else [])
+        back = tops(p for p in wanted if inside(p, folder))
+        back = [(p, os.open(p, os.O_PATH | os.O_CLOEXEC)) for p in back]
+        mode, size = ("1777", ns["scratch_bytes"]) if kind == "scratch" else ("0711", 2**20)
+        mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, f"mode={mode},size={size}")
+        for path, fd in back:
+            os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                os.mkdir(path, 0o711)
+            else:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+            mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+            os.close(fd)
+        if kind == "scratch":
+            scratch.append(folder)
+        else:
+            mount(None, folder, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+    cwd = os.getcwd()
+    flags = 0x20000 | 0x8000000 | (0x20000000 if contain else 0)  # CLONE_NEWNS, NEWIPC, NEWPID
+    check(libc.unshare(ctypes.c_int(flags)), "unshare")
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    if contain:
+        # Interrupts reach the kernel through its process group; these two processes ignore them.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        os.environ.pop("JPY_PARENT_PID", None)  # the kernel's parent is the namespace's init
+        report, report_w = os.pipe()
+        init = os.fork()
+        if init:  # end as the kernel ended, for the grader's diagnosis
+            os.close(report_w)
+            status = os.waitpid(init, 0)[1]
+            text = os.read(report, 32)
+            status = int(text) if text else status
+            if os.WIFSIGNALED(status):
+                if os.WTERMSIG(status) not in (signal.SIGKILL, signal.SIGSTOP):
+                    signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+                os.kill(os.getpid(), os.WTERMSIG(status))
+            os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+        os.close(report)
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the namespace dies with the wrapper
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for folder, kind in sorted(ns["hide"], key=lambda item: item[0].count("/")):
+        cover(folder, kind)
+    for path in ns["files"]:
+        if os.path.isfile(path) and not os.path.islink(path):
+            mount("/dev/null", path, None, MS_BIND)
+    if contain:
+        read_only("/", True, True)
+        for path in ns["own"] + scratch:
+            if os.path.isdir(path):
+                read_only(path, False, False)
+    os.chdir(cwd)  # through the new mounts: the old working folder is beneath a cover
+    if contain:
+        kernel = os.fork()
+        if kernel:
+            while True:
+                pid, status = os.wait()
+                if pid == kernel:
+                    break
+            os.write(report_w, str(status).encode())
+            os._exit(0)
+        os.close(report_w)
+        with open("/proc/sys/kernel/cap_last_cap") as handle:
+            last = int(handle.read())
+        for cap in range(last + 1):
+            prctl(24, cap)  # PR_CAPBSET_DROP: an exec cannot give root its capabilities back
+        header = (ctypes.c_uint32 * 2)(0x20080522, 0)
+        check(libc.capset(ctypes.byref(header), ctypes.byref((ctypes.c_uint32 * 6)())), "capset")
+        prctl(38, 1)  # PR_SET_NO_NEW_PRIVS
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.umask(0o077)
 if cfg["uid"] is not None:
     limit("RLIMIT_NPROC", cfg["nproc"])
     os.setgroups([])
@@ -398,7 +548,7 @@ os.execv(sys.argv[2], sys.argv[2:])
 #: student shadowed do not matter) that holds ``__labcore_ns`` (the student's namespace) and the
 #: constants NONCE, IN_PATH, OUT_PATH, NAME and CALL_SOURCE. It only calls the function and saves
 #: the raw result; it never decides anything.
-_HARNESS = r'''
+_HARNESS = r"""
 import torch as _torch
 
 
@@ -485,7 +635,7 @@ def _run():
 
 
 _run()
-'''
+"""
 
 
 #: IPython startup file of every kernel: printed text beyond a budget is dropped at once, and is
@@ -524,9 +674,7 @@ del _sys
 """
 
 
-def _harness_cell(
-    nonce: str, in_path: Path, out_path: Path, exercise: Exercise
-) -> str:
+def _harness_cell(nonce: str, in_path: Path, out_path: Path, exercise: Exercise) -> str:
     """The code injected into the kernel for one hidden case (one line)."""
     source = (
         f"NONCE = {nonce!r}\nIN_PATH = {str(in_path)!r}\nOUT_PATH = {str(out_path)!r}\n"
@@ -590,8 +738,7 @@ def _save_cases(rubric: Rubric, seed: int, path: Path) -> None:
     """Build every hidden case once (reference results included) and save them for the workers."""
     cases = {
         e.grade_id: [
-            {"name": c.name, "inputs": c.inputs, "expected": c.expected}
-            for c in e.make_cases(seed)
+            {"name": c.name, "inputs": c.inputs, "expected": c.expected} for c in e.make_cases(seed)
         ]
         for e in rubric.exercises
     }
@@ -615,10 +762,14 @@ def _kernel_manager(connection_file: Path, wrapper_config: dict[str, Any]) -> An
 
     class SandboxKernelManager(AsyncKernelManager):
         """Starts the kernel through the launch wrapper, readable by the sandbox uid."""
+
         def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
             """The kernel's command line, behind the launch wrapper."""
             # fd-level output goes to the kernel's log (RLIMIT_FSIZE caps it), not to IOPub
-            cmd = [*super().format_kernel_cmd(extra_arguments), "--IPKernelApp.capture_fd_output=False"]
+            cmd = [
+                *super().format_kernel_cmd(extra_arguments),
+                "--IPKernelApp.capture_fd_output=False",
+            ]
             uid = wrapper_config["uid"]
             if uid is not None:
                 os.chown(self.connection_file, uid, uid)
@@ -640,6 +791,7 @@ def _grading_client(km: Any, timeout: int, startup_timeout: int) -> Any:
 
     class GradingClient(NotebookClient):
         """Executes cells; keeps no outputs, only their total size (errors come from replies)."""
+
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.errors: list[tuple[str, str]] = []
@@ -839,7 +991,9 @@ class _Worker:
         try:
             size = path.stat().st_size
             if size > MAX_NOTEBOOK_BYTES:
-                raise ValueError(f"{size / 2**20:.0f} MB, more than {MAX_NOTEBOOK_BYTES // 2**20} MB")
+                raise ValueError(
+                    f"{size / 2**20:.0f} MB, more than {MAX_NOTEBOOK_BYTES // 2**20} MB"
+                )
             nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
             if not isinstance(getattr(nb, "cells", None), list):
                 raise ValueError("no list of cells")
@@ -872,6 +1026,7 @@ class _Worker:
             "cpu_seconds": int(self.spec["total_timeout"]) + 60,
             "nproc": KERNEL_NPROC,
             "uid": self.uid,
+            "namespace": self.spec.get("namespace"),
         }
         km = _kernel_manager(self.hdir / "kernel.json", wrapper_config)
         self.client = _grading_client(
@@ -1021,7 +1176,9 @@ class _Worker:
                     skip = "not run: an earlier hidden case timed out"
         except _Stop as stop:
             reason = str(stop)
-            outcomes += [CaseOutcome(c.name, False, f"not run: {reason}") for c in cases[len(outcomes) :]]
+            outcomes += [
+                CaseOutcome(c.name, False, f"not run: {reason}") for c in cases[len(outcomes) :]
+            ]
             self._finish_exercise(grade, exercise, outcomes)
             raise
         self._finish_exercise(grade, exercise, outcomes)
@@ -1076,7 +1233,9 @@ class _Worker:
         if outcome == "timeout":
             if timeout < exercise.case_timeout:
                 raise _Stop(f"total time limit of {self.spec['total_timeout']:g} s reached")
-            return CaseOutcome(case.name, False, f"timed out after {timeout:.0f} s (an endless loop?)")
+            return CaseOutcome(
+                case.name, False, f"timed out after {timeout:.0f} s (an endless loop?)"
+            )
         if record is None and errors:
             ename, evalue = errors[0]
             return CaseOutcome(
@@ -1224,45 +1383,233 @@ def _feedback_filename(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name.replace("/", "__")).lstrip(".") + ".md"
 
 
-def _sandbox_uid_works(uid: int) -> bool:
-    """Whether a kernel dropped to ``uid`` could still import labcore, torch and ipykernel."""
-    check = (
-        "import importlib.util as u\n"
-        "for m in ('labcore', 'torch', 'ipykernel', 'nbformat'):\n"
-        "    open(u.find_spec(m).origin, 'rb').close()\n"
-    )
-    config = {"memory_bytes": 0, "file_bytes": None, "cpu_seconds": 60, "nproc": None, "uid": uid}
-    cmd = [sys.executable, "-c", _WRAPPER, json.dumps(config), sys.executable, "-c", check]
+@dataclass(frozen=True)
+class _Isolation:
+    """How kernels are kept apart from each other and from the grader (``--isolation``).
+
+    Attributes:
+        mode: ``uid`` (each kernel under its own unprivileged uid), ``namespace`` (kernels stay
+            root, without any capability, in their own mount and PID namespaces, on a read-only
+            view of the filesystem) or ``none`` (kernels run as the grader's user).
+        mounts: whether each kernel has a private mount namespace that hides the other
+            submissions, the grader's files and the outputs (always with ``namespace``; with
+            ``uid`` where the machine allows it).
+    """
+
+    mode: str
+    mounts: bool = False
+
+    @property
+    def label(self) -> str:
+        """``uid+namespace``, ``uid``, ``namespace`` or ``none``: recorded with every grade."""
+        return "uid+namespace" if self.mode == "uid" and self.mounts else self.mode
+
+    def describe(self) -> str:
+        """One line for the log: what a kernel can and cannot reach."""
+        if self.mode == "uid" and self.mounts:
+            return (
+                "each kernel runs under its own unprivileged uid, in its own mount namespace that "
+                "hides the other submissions, the grader's files and the outputs"
+            )
+        if self.mode == "uid":
+            return (
+                "each kernel runs under its own unprivileged uid (no mount namespace: it can read "
+                "the machine's world-readable files)"
+            )
+        if self.mode == "namespace":
+            return (
+                "each kernel runs as root without capabilities, in its own mount and PID "
+                "namespaces, on a read-only view of the filesystem that hides the other "
+                "submissions, the grader's files and the outputs"
+            )
+        return "kernels run as the grader's user, unisolated"
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` is strictly inside ``folder`` (both absolute and normalised)."""
+    return path.startswith(folder.rstrip("/") + "/")
+
+
+def _kernel_paths() -> list[str]:
+    """What a kernel's Python must still see in its mount namespace, by name and by real path.
+
+    The interpreter, its prefixes, its ``sys.path`` (but ``sys.path[0]``, the grader's own folder)
+    and the folders of the packages a lab imports (editable installs included), plus the devices
+    of :data:`KERNEL_DEVICES`.
+    """
+    import importlib.util
+
+    paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, sys.executable]
+    paths += [p for p in sys.path[1:] if p]
+    for name in KERNEL_PACKAGES:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is None:
+            continue
+        paths += list(spec.submodule_search_locations or [])
+        if spec.origin and os.path.isabs(spec.origin):
+            paths.append(os.path.dirname(spec.origin))
+    found = {os.path.realpath(p) for p in paths if os.path.exists(p)}
+    found |= {os.path.abspath(p) for p in paths if os.path.exists(p)}
+    return sorted(found | set(KERNEL_DEVICES))
+
+
+def _mount_plan(
+    isolation: _Isolation, strict: Sequence[Path], protect: Sequence[Path]
+) -> dict[str, Any] | None:
+    """The mount namespace of every kernel of a run (each adds its own folders as ``own``).
+
+    Covered by an empty tmpfs (see :data:`_WRAPPER`): ``strict`` folders (the folder of all
+    submissions' temporary folders and the grader's private folder), where only a kernel's own
+    folders are bound back; the folders of the ``protect`` paths (submissions, outputs), the
+    grader's home and ``/run``, and the folders on the way to the Python environment that an
+    unprivileged uid could not traverse (``/root``), where what the kernel's Python needs
+    (:func:`_kernel_paths`) is bound back; ``/tmp``, ``/var/tmp`` and ``/dev/shm``, which become
+    private and writable. A kernel that stays root also gets a ``/dev`` of
+    :data:`KERNEL_DEVICES` only. System folders (:data:`SYSTEM_PATHS`) and ``/`` are never
+    covered: a protected file there is replaced by an empty one instead (``files``).
+
+    Returns:
+        The plan (JSON-ready), or None without a mount namespace.
+    """
+    if not isolation.mounts:
+        return None
+    import pwd
+
+    keep = _kernel_paths()
+    rank = {"cover": 0, "scratch": 1, "strict": 2}
+    hide: dict[str, str] = {}
+
+    def add(path: str | Path, kind: str, system: bool = False) -> None:
+        """Cover the folder ``path`` (the strongest kind wins)."""
+        path = os.path.realpath(path)
+        if not os.path.isdir(path):
+            return
+        if not system and any(s == path or _inside(s, path) for s in ("/", *SYSTEM_PATHS)):
+            return
+        if rank[kind] > rank.get(hide.get(path, ""), -1):
+            hide[path] = kind
+
+    for folder in ("/tmp", "/var/tmp", "/dev/shm"):
+        add(folder, "scratch")
+    homes = {os.path.expanduser("~")}
     try:
+        homes.add(pwd.getpwuid(os.geteuid()).pw_dir)
+    except KeyError:
+        pass
+    for folder in ("/run", *homes):
+        add(folder, "cover")
+    for path in keep:
+        for folder in Path(path).parents:
+            try:
+                if not os.stat(folder).st_mode & stat.S_IXOTH:
+                    add(folder, "cover")
+            except OSError:
+                continue
+    files: list[str] = []
+    for path in protect:
+        path = Path(path).absolute()
+        if path.is_dir():
+            add(path, "cover")
+        else:
+            add(path.parent, "cover")
+            files.append(os.path.realpath(path))
+    for folder in strict:
+        add(folder, "strict", system=True)
+    if isolation.mode == "namespace":
+        add("/dev", "cover", system=True)
+    return {
+        "hide": sorted([path, kind] for path, kind in hide.items()),
+        "keep": keep,
+        "own": [],
+        "files": sorted(set(files)),
+        "contain_root": isolation.mode == "namespace",
+        "scratch_bytes": SCRATCH_BYTES,
+    }
+
+
+#: Run behind the launch wrapper by :func:`_probe`: what a kernel needs can be read, what the
+#: grader hid cannot, and a kernel that stays root has no capability.
+_PROBE = r"""
+import importlib.util, os, sys
+for name in ("labcore", "torch", "ipykernel", "nbformat"):
+    open(importlib.util.find_spec(name).origin, "rb").close()
+if os.path.exists(sys.argv[1]):
+    sys.exit("the grader's files are visible")
+if sys.argv[2] == "namespace":
+    with open("/proc/self/status") as handle:
+        if "CapEff:\t0000000000000000" not in handle.read():
+            sys.exit("capabilities left")
+"""
+
+
+def _probe(isolation: _Isolation) -> bool:
+    """Whether kernels can run isolated so: a Python behind the wrapper finds labcore, torch and
+    ipykernel, and cannot see a file in a folder that the plan hides."""
+    folder = Path(tempfile.mkdtemp(prefix="labcore-probe-")).resolve()
+    try:
+        secret = folder / "secret"
+        secret.write_text("the grader's", encoding="utf-8")
+        uid = UID_RANGE[0] + secrets.randbelow(UID_RANGE[1] - UID_RANGE[0])
+        config = {
+            "memory_bytes": 0,
+            "file_bytes": None,
+            "cpu_seconds": 60,
+            "nproc": None,
+            "uid": uid if isolation.mode == "uid" else None,
+            "namespace": _mount_plan(isolation, strict=[folder], protect=[]),
+        }
+        cmd = [sys.executable, "-c", _WRAPPER, json.dumps(config)]
+        cmd += [sys.executable, "-c", _PROBE, str(secret), isolation.mode]
         result = subprocess.run(cmd, capture_output=True, timeout=60, cwd="/", check=False)
     except (OSError, subprocess.SubprocessError):
         return False
+    finally:
+        _remove_tree(folder)
     return result.returncode == 0
 
 
-def _resolve_isolation(isolation: str) -> bool:
-    """Whether kernels run under their own uid (see ``--isolation``)."""
+def _resolve_isolation(isolation: str) -> _Isolation:
+    """The strongest isolation available for ``isolation`` (see ``--isolation``).
+
+    ``auto``: an unprivileged uid per kernel (in a mount namespace where possible), else root
+    kernels contained by namespaces, else none (with a warning); ``uid`` and ``namespace`` demand
+    their mode; ``none`` asks for nothing. Only root can isolate kernels.
+
+    Raises:
+        ValueError: for an unknown choice, or a mode that this machine cannot provide.
+    """
     if isolation not in ISOLATION_CHOICES:
         raise ValueError(f"isolation must be one of {ISOLATION_CHOICES}, got {isolation!r}")
     if isolation == "none":
-        return False
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return _Isolation("none")
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not sys.platform.startswith("linux"):
+        if isolation != "auto":
+            raise ValueError(
+                f"--isolation {isolation} needs the grader to run as root on Linux "
+                "(e.g. in a container)"
+            )
+        return _Isolation("none")
+    if isolation in ("auto", "uid"):
+        for mounts in (True, False):
+            if _probe(_Isolation("uid", mounts)):
+                return _Isolation("uid", mounts)
         if isolation == "uid":
-            raise ValueError("--isolation uid needs the grader to run as root (e.g. in a container)")
-        return False
-    if _sandbox_uid_works(UID_RANGE[0] + secrets.randbelow(UID_RANGE[1] - UID_RANGE[0])):
-        return True
-    if isolation == "uid":
+            raise ValueError(
+                "--isolation uid: a kernel under an unprivileged uid cannot read the Python "
+                "environment (make the virtual environment and the repository world-readable)"
+            )
+    if _probe(_Isolation("namespace", True)):
+        return _Isolation("namespace", True)
+    if isolation == "namespace":
         raise ValueError(
-            "--isolation uid: a kernel under an unprivileged uid cannot read the Python "
-            "environment (make the virtual environment and the repository world-readable)"
+            "--isolation namespace: a kernel cannot be started in mount and PID namespaces of "
+            "its own (the grader needs CAP_SYS_ADMIN and Linux 5.12 or later; in Docker, for "
+            "example, --cap-add SYS_ADMIN --security-opt seccomp=unconfined)"
         )
-    print(
-        "labcore.grade: warning: kernels run as root, unisolated (an unprivileged uid cannot read "
-        "the Python environment)",
-        file=sys.stderr,
-    )
-    return False
+    return _Isolation("none")
 
 
 def _kill_sandbox_processes(token: str, uid: int | None) -> None:
@@ -1313,6 +1660,7 @@ def _remove_tree(path: Path) -> None:
 @dataclass
 class _Options:
     """The settings of one grading run, shared by its workers."""
+
     lab: str
     cell_timeout: float
     total_timeout: float
@@ -1322,6 +1670,8 @@ class _Options:
     baseline: list[str]
     private: Path
     boxes: Path
+    isolation: str = "none"
+    namespace: dict[str, Any] | None = None
 
 
 class _Pool:
@@ -1392,6 +1742,9 @@ class _Pool:
             "baseline": options.baseline,
             "kernel_log": str(options.private / f"{index}.kernel.log"),
             "cases": str(options.private / "cases.pt"),
+            "namespace": (
+                {**options.namespace, "own": [str(box), str(hdir)]} if options.namespace else None
+            ),
         }
         spec_path = options.private / f"{index}.spec.json"
         spec_path.write_text(json.dumps(spec), encoding="utf-8")
@@ -1414,6 +1767,7 @@ class _Pool:
                 self.live.pop(index, None)
         _kill_sandbox_processes(token, uid)
         grade = self._collect(name, path, state, log_path, worker.exitcode or 0, killed, limit)
+        grade.isolation = options.isolation
         for folder in (box, hdir):
             _remove_tree(folder)
         return grade
@@ -1457,6 +1811,7 @@ def grade_submissions(
     seed: int = 0,
     isolation: str = "auto",
     progress: Callable[[int, int, SubmissionGrade], None] | None = None,
+    protect: Sequence[Path | str] = (),
 ) -> list[SubmissionGrade]:
     """Grade notebooks of ``lab``; one fresh kernel per submission, ``jobs`` at a time.
 
@@ -1468,12 +1823,19 @@ def grade_submissions(
         total_timeout: seconds for a whole submission (kernel start, cells, hidden tests).
         memory_mb: address-space limit of each kernel (``RLIMIT_AS``); 0 for none.
         seed: seed of the hidden inputs.
-        isolation: ``auto`` (own uid per kernel when run as root), ``uid`` (require it) or
-            ``none`` (kernels run as the grader's user).
+        isolation: ``auto`` (the strongest available: ``uid``, else ``namespace``, else none,
+            with a warning), ``uid`` (each kernel under its own unprivileged uid, in a mount
+            namespace of its own where the machine allows it), ``namespace`` (kernels stay root
+            without capabilities, in mount and PID namespaces of their own, on a read-only view
+            of the filesystem) or ``none`` (kernels run as the grader's user). Only root can
+            isolate; the mode used is logged and recorded in each grade's ``isolation``.
         progress: called as ``progress(done, n, grade)`` after each submission.
+        protect: more files or folders that kernels in a mount namespace must not see (the
+            command line gives the CSV and the feedback folder); a file's whole folder is hidden.
+            The submissions' folders always are.
 
     Raises:
-        ValueError: for an unknown lab, bad limits, or ``isolation="uid"`` when impossible.
+        ValueError: for an unknown lab, bad limits, or an isolation this machine cannot provide.
     """
     rubric = load_rubric(lab)
     if jobs < 1:
@@ -1486,28 +1848,41 @@ def grade_submissions(
         raise ValueError(f"memory_mb must be >= 0, got {memory_mb}")
     paths = [Path(p) for p in submissions]
     names = submission_names(paths)
-    use_uid = _resolve_isolation(isolation)
+    resolved = _resolve_isolation(isolation)
+    if resolved.mode == "none" and isolation == "auto":
+        print(
+            "labcore.grade: warning: kernels run as the grader's user, unisolated (only a grader "
+            "run as root, e.g. in a container, can isolate them; see the instructor guide)",
+            file=sys.stderr,
+        )
+    else:
+        print(f"labcore.grade: isolation {resolved.label}: {resolved.describe()}", file=sys.stderr)
     baseline = _baseline_findings(lab, rubric)
-    private = Path(tempfile.mkdtemp(prefix="labcore-grade-"))
-    boxes = Path(tempfile.mkdtemp(prefix="labcore-sandboxes-"))
+    private = Path(tempfile.mkdtemp(prefix="labcore-grade-")).resolve()
+    boxes = Path(tempfile.mkdtemp(prefix="labcore-sandboxes-")).resolve()
     # Kernels may enter their own box but not list the folder of boxes (and, under their own uid,
-    # nothing the grader owns).
+    # nothing the grader owns); in a mount namespace they see only their own box there.
     os.chmod(boxes, 0o311)
-    options = _Options(
-        lab=lab,
-        cell_timeout=float(cell_timeout),
-        total_timeout=float(total_timeout),
-        memory_mb=int(memory_mb),
-        seed=int(seed),
-        use_uid=use_uid,
-        baseline=baseline,
-        private=private,
-        boxes=boxes,
-    )
-    pool = _Pool(options, rubric)
+    pool: _Pool | None = None
     grades: list[SubmissionGrade | None] = [None] * len(paths)
     done = 0
     try:
+        options = _Options(
+            lab=lab,
+            cell_timeout=float(cell_timeout),
+            total_timeout=float(total_timeout),
+            memory_mb=int(memory_mb),
+            seed=int(seed),
+            use_uid=resolved.mode == "uid",
+            baseline=baseline,
+            private=private,
+            boxes=boxes,
+            isolation=resolved.label,
+            namespace=_mount_plan(
+                resolved, strict=[boxes, private], protect=[*paths, *map(Path, protect)]
+            ),
+        )
+        pool = _Pool(options, rubric)
         _save_cases(rubric, int(seed), private / "cases.pt")
         with ThreadPoolExecutor(max_workers=jobs) as executor:
             futures = {
@@ -1521,7 +1896,8 @@ def grade_submissions(
                 if progress is not None:
                     progress(done, len(paths), grades[index])
     finally:
-        pool.kill_all()
+        if pool is not None:
+            pool.kill_all()
         os.chmod(boxes, 0o700)
         _remove_tree(boxes)
         _remove_tree(private)
@@ -1584,7 +1960,11 @@ def feedback_markdown(grade: SubmissionGrade) -> str:
             f"| {_md(e.summary)} |"
         )
     for e in grade.exercises:
-        lines += ["", f"## {e.grade_id}: `{e.function}` ({_points(e.points)} / {_points(e.max_points)})", ""]
+        lines += [
+            "",
+            f"## {e.grade_id}: `{e.function}` ({_points(e.points)} / {_points(e.max_points)})",
+            "",
+        ]
         if not e.cases:
             lines.append(f"- {_md(e.summary)}")
         for case in e.cases:
@@ -1644,7 +2024,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("submissions", nargs="+", type=Path, help="notebooks or folders of them")
     parser.add_argument("--out", type=Path, default=Path("grades.csv"), help="the CSV gradebook")
     parser.add_argument(
-        "--feedback-dir", type=Path, default=None, help="feedback files (default: feedback/ beside --out)"
+        "--feedback-dir",
+        type=Path,
+        default=None,
+        help="feedback files (default: feedback/ beside --out)",
     )
     parser.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per cell (60)")
@@ -1659,7 +2042,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--isolation",
         choices=ISOLATION_CHOICES,
         default="auto",
-        help="auto: own uid per kernel when run as root; uid: require it; none: never",
+        help="uid: own unprivileged uid per kernel (and own mount namespace where possible); "
+        "namespace: root kernels without capabilities in own mount and PID namespaces; "
+        "auto: the first of these available (both need root), else none; none: never",
     )
     args = parser.parse_args(argv)
     if args.lab not in available_labs():
@@ -1689,6 +2074,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             isolation=args.isolation,
             progress=report,
+            protect=[args.out, feedback_dir],
         )
     except ValueError as err:
         parser.error(str(err))

@@ -218,6 +218,7 @@ def snoop(me: str, other: str, everywhere: bool) -> str:
     roots = "['/tmp', '/var/tmp']" if everywhere else "[]"
     return f"""
         import os
+        import sys
         import time
 
         for folder in (".", ".."):
@@ -229,8 +230,9 @@ def snoop(me: str, other: str, everywhere: bool) -> str:
             for folder in (".", ".."):
                 FOUND += [f for f in os.listdir(folder) if f in ("secret-{other}.txt", "{other}.ipynb")]
             for root in {roots}:
-                for path, _, files in os.walk(root):
+                for path, dirs, files in os.walk(root):
                     FOUND += [f for f in files if f == "secret-{other}.txt"]
+                    dirs[:] = [d for d in dirs if os.path.join(path, d) != sys.prefix]
             time.sleep(0.2)
     """
 
@@ -244,14 +246,14 @@ if FOUND:
 """
 
 
-def uid_isolation() -> bool:
-    """Whether this machine grades with a separate uid per kernel (root and a readable Python)."""
-    return _resolve_isolation("auto")
+def isolated() -> bool:
+    """Whether this machine isolates kernels (root): by uid, by namespaces, or both."""
+    return _resolve_isolation("auto").mode != "none"
 
 
 def submissions() -> dict[str, nbformat.NotebookNode]:
     """Every submission of the batch; the first two run at the same time and look for each other."""
-    everywhere = uid_isolation()
+    everywhere = isolated()
     solution = nbformat.read(SOLUTION, as_version=4)
     polynomial = next(c.source for c in solution.cells if c.get("id") == "ex-polynomial-features")
     return {
@@ -366,7 +368,9 @@ def test_feedback_files_are_well_formed_and_never_show_solution_code(batch):
         line.strip()
         for cell in nbformat.read(SOLUTION, as_version=4).cells
         if cell.cell_type == "code" and "### BEGIN SOLUTION" in cell.source
-        for line in cell.source.split("### BEGIN SOLUTION")[1].split("### END SOLUTION")[0].splitlines()
+        for line in cell.source.split("### BEGIN SOLUTION")[1]
+        .split("### END SOLUTION")[0]
+        .splitlines()
         if len(line.strip()) > 12
     ]
     for name, row in batch["rows"].items():
@@ -481,8 +485,8 @@ def test_reference_use_is_flagged_not_penalised(batch):
 def test_parallel_submissions_cannot_see_each_other(batch):
     """They ran at the same time; each scores nothing for exercise 1 if it saw the other's files.
 
-    Under the per-uid isolation (grader run as root with a world-readable Python) they also
-    search the whole of /tmp; otherwise their own folder and its parent.
+    Under isolation (grader run as root) they also search the whole of /tmp; otherwise their own
+    folder and its parent. ``test_grade_isolation.py`` tries much harder.
     """
     for name in ("wrong", "survivor"):
         row = batch["rows"][name]
@@ -574,7 +578,9 @@ def test_hidden_cases_depend_on_the_seed():
 def test_scoring_explains_failures(tmp_path, one_thread):
     unbiased = score(lambda x: (x.mean(), x.std()), "ex-gaussian-mle", 0, tmp_path)
     assert not unbiased.passed and "n - 1" in unbiased.message
-    numpy = score(lambda x, d: fa.polynomial_features(x, d).numpy(), "ex-polynomial-features", 0, tmp_path)
+    numpy = score(
+        lambda x, d: fa.polynomial_features(x, d).numpy(), "ex-polynomial-features", 0, tmp_path
+    )
     assert not numpy.passed and "torch.Tensor" in numpy.message
 
     def in_place(x, degree):
@@ -582,7 +588,9 @@ def test_scoring_explains_failures(tmp_path, one_thread):
         return fa.polynomial_features(x / 2, degree)
 
     assert "in place" in score(in_place, "ex-polynomial-features", 0, tmp_path).message
-    detached = score(lambda x, m, s: fa.gaussian_nll(x, m, s).detach(), "ex-gaussian-nll", 4, tmp_path)
+    detached = score(
+        lambda x, m, s: fa.gaussian_nll(x, m, s).detach(), "ex-gaussian-nll", 4, tmp_path
+    )
     assert not detached.passed and "require grad" in detached.message
 
     def sgd(model, x, y, steps, lr):
@@ -600,7 +608,9 @@ def test_scoring_explains_failures(tmp_path, one_thread):
     assert not outcome.passed and "Adam" in outcome.message
     raised = score(lambda x: 1 / 0, "ex-gaussian-mle", 0, tmp_path)
     assert "ZeroDivisionError" in raised.message
-    stub = score(lambda x: (_ for _ in ()).throw(NotImplementedError()), "ex-gaussian-mle", 0, tmp_path)
+    stub = score(
+        lambda x: (_ for _ in ()).throw(NotImplementedError()), "ex-gaussian-mle", 0, tmp_path
+    )
     assert stub.message.startswith("not implemented")
 
 
@@ -679,7 +689,11 @@ def test_malformed_cells_do_not_crash_the_grader():
 
 
 def test_submission_names_are_short_and_unique(tmp_path):
-    paths = [tmp_path / "alice" / "lab.ipynb", tmp_path / "bob" / "lab.ipynb", tmp_path / "carol.ipynb"]
+    paths = [
+        tmp_path / "alice" / "lab.ipynb",
+        tmp_path / "bob" / "lab.ipynb",
+        tmp_path / "carol.ipynb",
+    ]
     assert submission_names(paths) == ["alice/lab", "bob/lab", "carol"]
     assert submission_names([paths[2], paths[2]]) == ["carol", "carol#2"]
 
@@ -697,8 +711,10 @@ def test_kernel_wrapper_sets_limits_and_drops_privileges():
     config = {
         "memory_bytes": 2**30, "file_bytes": 2**20, "cpu_seconds": 30, "nproc": 64, "uid": uid,
     }  # fmt: skip
-    probe = "import os, resource as r; print(os.getuid(), *(r.getrlimit(getattr(r, k))[0] " \
+    probe = (
+        "import os, resource as r; print(os.getuid(), *(r.getrlimit(getattr(r, k))[0] "
         "for k in ('RLIMIT_AS', 'RLIMIT_FSIZE', 'RLIMIT_CPU', 'RLIMIT_CORE')))"
+    )
     result = subprocess.run(
         [sys.executable, "-c", _WRAPPER, json.dumps(config), "/bin/sh", "-c",
          f"{sys.executable} -S -c \"{probe}\" 2>/dev/null || id -u"],
