@@ -24,7 +24,10 @@ The module reads top to bottom:
    integral is a quadrature ``sum_s w_s g(alpha_s)`` (``quadrature``): Riemann rules converge
    like ``1/steps`` (the midpoint and trapezoid rules like ``1/steps^2`` on smooth integrands),
    Gauss-Legendre exponentially fast on smooth (tanh, softplus) networks; on ReLU networks the
-   integrand is piecewise constant and every rule converges slowly.
+   integrand is piecewise constant and every rule converges like ``1/steps`` (each kink of the
+   path costs a jump times the distance to the nearest node), the uniform midpoint and trapezoid
+   rules a little faster than Gauss-Legendre, whose nodes are up to ``pi / (2 steps)`` apart in
+   the middle of the path (see ``integrated_gradients``).
 3. **Shapley values** (Shapley, 1953; Lundberg & Lee, "A Unified Approach to Interpreting Model
    Predictions", NeurIPS 2017). With ``n`` players (features or feature groups) and the game
    ``v(S) = f_c(x_S, x'_{not S})`` (players in ``S`` take their value in ``x``, the others in the
@@ -56,7 +59,9 @@ The module reads top to bottom:
 ``(batch,)`` tensor of class indices, or ``None`` for a model with a single output; ``baseline``
 is ``None`` (zeros), a number, or a tensor that broadcasts to ``x``; ``feature_mask`` (Shapley,
 DASP) is an integer tensor of shape ``shape`` (or ``(1, *shape)``) numbering the players
-``0 .. n_players - 1``; ``batch_size`` bounds the number of model inputs in one forward pass.
+``0 .. n_players - 1``; ``batch_size`` bounds the number of model inputs in one forward pass
+(``None``: all at once, except in ``shapley_exact`` and ``shapley_sampling``, which then pick
+blocks that fit in cache).
 The result has ``x``'s shape, device and dtype. Samples must not interact inside ``model`` (put it
 in eval mode: no batch norm statistics from the batch); the model's mode is left unchanged.
 """
@@ -208,8 +213,14 @@ def _check_inputs(model: object, x: object, target: object, baseline: object = N
     return _Inputs(x, base, target.to(device=x.device, dtype=torch.long))
 
 
-def _select(out: object, target: int | Tensor | None, n_points: int) -> Tensor:
-    """The explained output ``f_target`` of every point: ``(n_points, n_classes) -> (n_points,)``."""
+def _select(
+    out: object, target: int | Tensor | None, n_points: int, *, check_range: bool = True
+) -> Tensor:
+    """The explained output ``f_target`` of every point: ``(n_points, n_classes) -> (n_points,)``.
+
+    ``check_range=False`` skips the check that a tensor ``target`` holds indices below
+    ``n_classes`` (a reduction and a synchronisation), for blocks after one that was checked.
+    """
     if not isinstance(out, Tensor):
         raise TypeError(f"model must return a tensor, got {type(out).__name__}")
     if out.ndim not in (1, 2) or out.shape[0] != n_points:
@@ -231,7 +242,7 @@ def _select(out: object, target: int | Tensor | None, n_points: int) -> Tensor:
         if target >= n_classes:
             raise ValueError(f"target must be in [0, {n_classes}), got {target}")
         return out[:, target]
-    if not target.is_meta and int(target.max()) >= n_classes:
+    if check_range and not target.is_meta and int(target.max()) >= n_classes:
         raise ValueError(
             f"target must hold class indices in [0, {n_classes}), got {target.tolist()}"
         )
@@ -259,6 +270,25 @@ def _blocks(n_rows: int, batch: int, batch_size: int | None) -> Iterator[tuple[s
                 yield slice(r, r + 1), slice(b, min(b + size, batch))
 
 
+#: ``shapley_exact`` and ``shapley_sampling`` without ``batch_size``: on the CPU, blocks of at most
+#: this many model inputs and ``_CPU_BLOCK_ELEMENTS`` input elements, so that a block's input and
+#: hidden activations stay in cache (one pass over 12,000 inputs of a ``[16, 256, 256, 10]`` MLP
+#: takes twice as long as the same inputs in blocks of 2048); elsewhere (GPUs), blocks of at most
+#: ``_DEVICE_BLOCK_ELEMENTS`` input elements, large enough to keep the device busy.
+_CPU_BLOCK_INPUTS = 2048
+_CPU_BLOCK_ELEMENTS = 2**20
+_DEVICE_BLOCK_ELEMENTS = 2**24
+
+
+def _auto_batch_size(batch_size: int | None, numel: int, device: torch.device) -> int:
+    """``batch_size``, or the default block size for inputs of ``numel`` elements on ``device``."""
+    if batch_size is not None:
+        return check_positive_int("batch_size", batch_size)
+    if device.type == "cpu":
+        return max(1, min(_CPU_BLOCK_INPUTS, _CPU_BLOCK_ELEMENTS // numel))
+    return max(1, _DEVICE_BLOCK_ELEMENTS // numel)
+
+
 def _gradient(model: Model, z: Tensor, target: int | Tensor | None) -> Tensor:
     """``d f_target / d z`` for every point of ``z: (n_points, *shape)``, same shape.
 
@@ -274,10 +304,12 @@ def _gradient(model: Model, z: Tensor, target: int | Tensor | None) -> Tensor:
     return torch.zeros_like(z) if grad is None else grad
 
 
-def _evaluate(model: Model, z: Tensor, target: int | Tensor | None) -> Tensor:
+def _evaluate(
+    model: Model, z: Tensor, target: int | Tensor | None, *, check_range: bool = True
+) -> Tensor:
     """``f_target(z_p)`` for every point of ``z: (n_points, *shape)``, ``(n_points,)``."""
     with torch.no_grad():
-        return _select(model(z), target, z.shape[0])
+        return _select(model(z), target, z.shape[0], check_range=check_range)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -437,9 +469,17 @@ def integrated_gradients(
     once for ``None``); the result does not depend on ``batch_size`` (up to round-off).
 
     Completeness: ``sum_i IG_i = f(x) - f(x')`` up to the quadrature error, which
-    ``return_delta`` reports. Equals captum's ``IntegratedGradients`` with ``n_steps=steps`` for
-    the Gauss-Legendre and left, right and middle Riemann rules (see ``quadrature`` for the
-    trapezoid rule).
+    ``return_delta`` reports. On smooth networks Gauss-Legendre (the default, as in captum)
+    converges fastest. On ReLU networks the error falls like ``1/steps`` whatever the rule, and
+    the midpoint rule (``"riemann_middle"``) does a little better than Gauss-Legendre in the
+    median: over 40 random MLPs with two hidden layers (``[10, 32, 32, 1]`` to
+    ``[16, 64, 64, 10]``; 256 Gaussian inputs each, zero baseline), the 95th percentile of
+    ``|delta| / |f(x) - f(x')|`` at 256 steps is 1.8% (midpoint) and 2.3% (Gauss-Legendre) for
+    the median network and 5.5% for the worst; 1024 steps bring every one of them under 2%. The
+    largest relative gaps belong to samples whose ``|f(x) - f(x')|`` is tiny.
+
+    Equals captum's ``IntegratedGradients`` with ``n_steps=steps`` for the Gauss-Legendre and
+    left, right and middle Riemann rules (see ``quadrature`` for the trapezoid rule).
 
     Args:
         model: ``(batch, *shape) -> (batch, n_classes)``.
@@ -516,6 +556,65 @@ def _spread(phi: Tensor, groups: Tensor, inputs: _Inputs) -> Tensor:
     return phi[:, groups].reshape(inputs.x.shape)
 
 
+#: The integer dtype of each floating dtype's width, to select bit patterns (``_coalition_values``).
+_BITS = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _coalition_values(
+    model: Model,
+    inputs: _Inputs,
+    n_coalitions: int,
+    elements: Callable[[slice], Tensor],
+    batch_size: int | None,
+) -> Tensor:
+    """The game's value ``v(S_r) = f_target(z_r)`` of every coalition ``S_r`` for every sample.
+
+    ``elements(rows)`` gives the coalitions ``rows`` of ``0 .. n_coalitions - 1`` as an
+    ``(n_rows, numel)`` bool or 0/1 integer tensor: 1 where the element's player is in ``S_r``.
+    The input ``z_rb`` takes sample ``b``'s value in ``x`` on those elements and the baseline's
+    elsewhere. The inputs are built and evaluated a block of ``(n_rows, n_samples)`` coalitions
+    and samples at a time (``_blocks``: at most ``batch_size`` inputs, by default
+    ``_auto_batch_size``'s), never all at once, in one buffer reused from block to block, so that
+    a block is still in cache when the model reads it.
+
+    The selection ``z = where(mask, x, x')`` is done on the bit patterns, as the integers of the
+    same width: ``z = x' ^ ((x ^ x') & m)`` with ``m`` all ones where ``mask`` and zero elsewhere.
+    The result is ``torch.where``'s bit for bit (signed zeros, infinities and NaNs included), in
+    two vectorised passes, several times faster than ``torch.where`` on the CPU.
+
+    Returns:
+        ``(n_coalitions, batch)``, in the dtype of the model's output.
+    """
+    x, batch, device = inputs.x, inputs.batch, inputs.x.device
+    bits = _BITS[x.element_size()]
+    base_bits = inputs.baseline.reshape(batch, -1).contiguous().view(bits)  # (batch, numel)
+    flip = x.reshape(batch, -1).view(bits) ^ base_bits  # the bits where x and x' differ
+    size = _auto_batch_size(batch_size, inputs.numel, device)
+    rows, samples = next(_blocks(n_coalitions, batch, size))  # the first block is the largest
+    largest = (rows.stop - rows.start, samples.stop - samples.start, inputs.numel)
+    buffer = torch.empty(largest, dtype=bits, device=device)  # reused: the model is done with it
+    tiled: dict[tuple[int, int], int | Tensor | None] = {}  # the target of a block's inputs
+    values: Tensor | None = None
+    for rows, samples in _blocks(n_coalitions, batch, size):
+        mask = elements(rows).to(bits).neg_().unsqueeze(1)  # (n_rows, 1, numel): 0 or all ones
+        n_rows, n_samples = mask.shape[0], samples.stop - samples.start
+        z = buffer[:n_rows, :n_samples]  # (n_rows, n_samples, numel), contiguous
+        torch.bitwise_and(mask, flip[samples], out=z).bitwise_xor_(base_bits[samples])
+        key = (samples.start, samples.stop)
+        if key not in tiled:  # the first block of these samples has the most rows
+            tiled[key] = inputs.tiled_target(samples, n_rows)
+        target = tiled[key]
+        if isinstance(target, Tensor):
+            target = target[: n_rows * n_samples]
+        z_in = z.view(x.dtype).view(-1, *inputs.shape)
+        v = _evaluate(model, z_in, target, check_range=values is None)
+        if values is None:
+            values = torch.empty(n_coalitions, batch, dtype=v.dtype, device=device)
+        values[rows, samples] = v.view(n_rows, -1)
+    assert values is not None  # _blocks yields at least one block
+    return values
+
+
 def shapley_exact(
     model: Model,
     x: Tensor,
@@ -531,8 +630,12 @@ def shapley_exact(
     otherwise, ``w(s) = s! (n - s - 1)! / n! = 1 / (n C(n - 1, s))``: the Shapley formula with its
     two sums merged, so that each coalition's value is computed once. Coalition ``S`` (bit ``i`` of
     its index set iff player ``i`` plays) is the input taking ``x`` on its players' elements and
-    the baseline elsewhere. All ``2^n * batch`` inputs are evaluated in forward passes of at most
-    ``batch_size`` inputs. Efficiency, symmetry, dummy and linearity hold to round-off.
+    the baseline elsewhere. All ``2^n * batch`` inputs are built and evaluated a block at a time
+    (at most ``batch_size`` inputs), keeping only their ``(2^n, batch)`` values, and
+    ``phi = values^T @ c``, with the ``(2^n, n)`` matrix ``c``, is one matrix product: the result
+    does not depend on ``batch_size`` (up to the model's own round-off). The blocks share one
+    input buffer, overwritten block after block: a model (or hook) that keeps its input past the
+    call must copy it. Efficiency, symmetry, dummy and linearity hold to round-off.
 
     With ``feature_mask``, the players are the groups and each element of a group gets the
     group's value (as in captum), so that efficiency sums over groups, not elements.
@@ -541,7 +644,9 @@ def shapley_exact(
         model, x, baseline, target: as in ``integrated_gradients``.
         feature_mask: ``None`` (every element of a sample is a player) or group ids of shape
             ``shape``, numbering ``n <= MAX_EXACT_PLAYERS`` groups ``0 .. n - 1``.
-        batch_size: the most coalition inputs in one forward pass.
+        batch_size: the most coalition inputs in one forward pass; ``None``: blocks of at most
+            2048 inputs and 2^20 input elements on the CPU (in cache: twice as fast as one
+            pass over every input), of at most 2^24 input elements on other devices.
 
     Returns:
         ``(batch, *shape)``, on ``x``'s device and dtype.
@@ -557,22 +662,21 @@ def shapley_exact(
             f"{MAX_EXACT_PLAYERS} are allowed: group features with feature_mask, or use "
             "shapley_sampling or dasp"
         )
-    x, batch, device = inputs.x, inputs.batch, inputs.x.device
-    x_flat = x.reshape(batch, -1)  # (batch, numel)
-    base_flat = inputs.baseline.reshape(batch, -1)
+    x, device = inputs.x, inputs.x.device
     w = [1.0 / (n * math.comb(n - 1, s)) for s in range(n)] + [0.0]  # w(s), s = 0 .. n
     w = torch.tensor(w, dtype=x.dtype, device=device)  # (n + 1,)
-    bit = torch.arange(n, device=device)
-    phi = torch.zeros(batch, n, dtype=x.dtype, device=device)  # (batch, n_players)
-    for rows, samples in _blocks(2**n, batch, batch_size):
-        c = torch.arange(rows.start, rows.stop, device=device)  # coalition indices
-        present = ((c.unsqueeze(1) >> bit) & 1).bool()  # (n_coalitions, n_players)
-        size = present.sum(1, keepdim=True)  # (n_coalitions, 1)
-        elements = present[:, groups].unsqueeze(1)  # (n_coalitions, 1, numel)
-        z = torch.where(elements, x_flat[samples], base_flat[samples])  # (n_coal, n_samples, numel)
-        v = _evaluate(model, z.view(-1, *inputs.shape), inputs.tiled_target(samples, len(c)))
-        coef = torch.where(present, w[(size - 1).clamp_min(0)], -w[size])  # c(S, i)
-        phi[samples] += v.to(x.dtype).view(len(c), -1).T @ coef  # (n_samples, n_players)
+    player_of = groups.to(torch.int32)  # (numel,): n <= 20, coalition indices fit in int32
+
+    def elements(rows: slice) -> Tensor:  # element e plays in S iff bit player_of[e] of S is set
+        coalitions = torch.arange(rows.start, rows.stop, dtype=torch.int32, device=device)
+        return (coalitions.unsqueeze(1) >> player_of) & 1  # (n_rows, numel)
+
+    values = _coalition_values(model, inputs, 2**n, elements, batch_size)  # (2^n, batch)
+    coalitions = torch.arange(2**n, device=device)  # coalition S: bit i set iff player i plays
+    present = ((coalitions.unsqueeze(1) >> torch.arange(n, device=device)) & 1).bool()  # (2^n, n)
+    size = present.sum(1, keepdim=True)  # |S|: (2^n, 1)
+    coef = torch.where(present, w[(size - 1).clamp_min(0)], -w[size])  # c(S, i): (2^n, n)
+    phi = values.to(x.dtype).T @ coef  # (batch, n_players)
     return _spread(phi, groups, inputs)
 
 
@@ -622,9 +726,11 @@ def shapley_sampling(
     ``~ 1/sqrt(n_permutations)``. Every permutation's contributions telescope to
     ``v(N) - v(empty)``, so the estimate is exactly efficient. ``v(empty) = f(x')`` and
     ``v(N) = f(x)`` are evaluated once; the ``n_permutations * (n - 1) * batch`` other prefixes
-    are evaluated in forward passes of at most ``batch_size`` inputs, for
+    are built and evaluated a block of at most ``batch_size`` inputs at a time, for
     ``batch * (2 + n_permutations * (n - 1))`` model evaluations in all. The same permutations
-    serve every sample of the batch.
+    serve every sample of the batch. The result for a given ``seed`` does not depend on
+    ``batch_size`` (up to the model's own round-off); as in ``shapley_exact``, the blocks share
+    one input buffer.
 
     Antithetic sampling pairs each permutation with its reverse (Mitchell, Cooper, Frank & Holmes,
     "Sampling Permutations for Shapley Value Estimation", JMLR 2022): the two estimates are
@@ -636,7 +742,8 @@ def shapley_sampling(
         feature_mask: as in ``shapley_exact``.
         seed: an int or a ``torch.Generator`` for reproducible permutations (drawn on the
             generator's device, then moved to ``x``'s); ``None`` uses torch's global generator.
-        batch_size: the most coalition inputs in one forward pass.
+        batch_size: the most coalition inputs in one forward pass; ``None``: as in
+            ``shapley_exact``.
         antithetic: use permutation/reverse pairs.
 
     Returns:
@@ -649,23 +756,23 @@ def shapley_sampling(
         raise ValueError(f"n_permutations must be even when antithetic=True, got {m}")
     x, batch, device = inputs.x, inputs.batch, inputs.x.device
     perms = _permutations(m, n, _generator(seed), antithetic).to(device)  # (m, n)
-    rank = perms.argsort(dim=1)  # rank[j, i]: position of player i in permutation j
-    x_flat = x.reshape(batch, -1)
-    base_flat = inputs.baseline.reshape(batch, -1)
+    positions = torch.arange(n, device=device).expand(m, n)
+    rank = torch.empty_like(perms).scatter_(1, perms, positions)  # position of player i in pi_j
     ends = _evaluate(
         model, torch.cat([inputs.baseline, x]), inputs.tiled_target(slice(None), 2)
     )  # (2 batch,): v(empty), v(N)
     inner = n - 1  # prefixes k = 1 .. n - 1 per permutation
     sizes = torch.arange(1, n, device=device)
-    prefixes = (rank.unsqueeze(1) < sizes.view(1, -1, 1)).reshape(m * inner, n)  # row (j, k)
-    values = torch.empty(m * inner, batch, dtype=ends.dtype, device=device)
-    for rows, samples in _blocks(m * inner, batch, batch_size):
-        elements = prefixes[rows][:, groups].unsqueeze(1)  # (n_rows, 1, numel)
-        z = torch.where(elements, x_flat[samples], base_flat[samples])  # (n_rows, n_samples, numel)
-        n_rows = elements.shape[0]
-        target_block = inputs.tiled_target(samples, n_rows)
-        v = _evaluate(model, z.view(-1, *inputs.shape), target_block)
-        values[rows, samples] = v.view(n_rows, -1)
+    prefixes = rank.unsqueeze(1) < sizes.view(1, -1, 1)  # (m, n - 1, n): row (j, k) plays S_k
+    prefixes = prefixes.view(m * inner, n)  # row j (n - 1) + k - 1: the players of S_k in pi_j
+
+    def elements(rows: slice) -> Tensor:
+        return prefixes[rows] if feature_mask is None else prefixes[rows][:, groups]
+
+    if inner:
+        values = _coalition_values(model, inputs, m * inner, elements, batch_size)
+    else:  # one player: no coalition between the empty and the full one
+        values = ends.new_empty(0, batch)  # (m (n - 1), batch)
     v = torch.cat(
         [
             ends[:batch].expand(m, 1, batch),

@@ -205,31 +205,47 @@ def test_integrated_gradients_completeness_on_smooth_networks(activation) -> Non
     assert (delta.abs() <= 1e-3 * gap.abs()).all()
 
 
-@pytest.mark.parametrize(
-    ("sizes", "steps", "enough", "n_samples"),
-    [([16, 64, 10], (16, 64, 256), 256, 256), ([16, 64, 64, 10], (16, 64, 256, 1024), 1024, 128)],
-)
+@pytest.mark.parametrize("sizes", [[16, 64, 10], [16, 64, 64, 10]], ids=["1-hidden", "2-hidden"])
 def test_integrated_gradients_completeness_on_relu_networks_improves_with_steps(
-    sizes: list[int], steps: tuple[int, ...], enough: int, n_samples: int
+    sizes: list[int],
 ) -> None:
     """ReLU networks give a piecewise-constant integrand: slow convergence, but convergence.
 
-    Explaining each sample's predicted class, the relative gap
-    ``|sum IG - (f(x) - f(0))| / |f(x) - f(0)|`` falls roughly like ``1/steps``; its 95th
-    percentile over samples is under 2% at 256 Gauss-Legendre steps for one hidden layer, while
-    two hidden layers can need more (at 256 steps it ranges over 0.3-6% across random networks).
+    Explaining each of 256 Gaussian samples for its predicted class (zero baseline), the relative
+    gap ``|delta| / |gap|`` (``delta = sum IG - gap``, ``gap = f(x) - f(0)``) has a 95th
+    percentile that falls like ``1/steps`` for every rule. Issue #7 asks for under 2% at 256
+    steps. Measured over random networks at their default initialisation (10 per shape; one
+    hidden layer: ``[10, 32, 1]``, ``[16, 64, 3]``, ``[16, 64, 10]``; two: ``[10, 32, 32, 1]``,
+    ``[16, 32, 32, 3]``, ``[16, 64, 64, 3]``, ``[16, 64, 64, 10]``), the networks under 2% at 256
+    steps are, with Gauss-Legendre / midpoint / trapezoid: 24 / 28 / 29 of 30 with one hidden
+    layer (every ``[16, 64, 10]``, worst 0.6%), 15 / 28 / 20 of 40 with two (worst 5.5%); at
+    1024 steps, all of them. This two-layer network (seed 0) is one of the hard ones (5.7% at
+    256 steps). The misses are samples whose ``|gap|`` is tiny (about a twentieth of the mean),
+    where a relative error is ill-conditioned: relative to ``max(|gap|, mean |gap|)`` instead,
+    every rule is under 1.3% at 256 steps on every one of those networks.
     """
     model = mlp(sizes, seed=0)
-    x = randn(n_samples, sizes[0], seed=5)
+    x = randn(256, sizes[0], seed=5)
     with torch.no_grad():
         target = model(x).argmax(1)
-    gap = explained(model, x, target)
-    p95 = {}
-    for n in steps:
-        _, delta = integrated_gradients(model, x, target=target, steps=n, return_delta=True)
-        p95[n] = (delta.abs() / gap.abs()).quantile(0.95).item()
-    assert list(p95.values()) == sorted(p95.values(), reverse=True)
-    assert p95[enough] < 0.02
+    gap = explained(model, x, target).abs()
+    p95, p95_scaled, misses = {}, {}, {}
+    for steps in (16, 64, 256, 1024):
+        _, delta = integrated_gradients(  # blocks of 4096 path points: faster than one pass
+            model, x, target=target, steps=steps, batch_size=4096, return_delta=True
+        )
+        relative = delta.abs() / gap
+        p95[steps] = relative.quantile(0.95).item()
+        p95_scaled[steps] = (delta.abs() / gap.clamp_min(gap.mean())).quantile(0.95).item()
+        misses[steps] = gap[relative > 0.02] / gap.mean()  # |gap| of the misses, in mean |gap|
+    assert list(p95.values()) == sorted(p95.values(), reverse=True)  # shrinks as steps grow
+    assert p95[64] / p95[1024] > 6  # like 1/steps: 16 for an exact first-order rate
+    assert p95_scaled[256] < 0.02  # the criterion, with the gap's scale as a floor
+    if len(sizes) == 3:
+        assert p95[256] < 0.02  # the criterion as stated, one hidden layer
+    else:
+        assert p95[1024] < 0.02  # two hidden layers: 4 times the steps
+        assert misses[256].median() < 0.2  # the misses at 256 steps: samples with small gaps
 
 
 # ------------------------------------------------------------------------------------------------
@@ -351,6 +367,66 @@ def test_shapley_sampling_converges_like_one_over_sqrt_samples(antithetic: bool)
         errors.append(sum(relative_error(phi, exact) for phi in runs) / len(runs))
     assert errors == sorted(errors, reverse=True)
     assert 1 / 16 < errors[-1] / errors[0] < 1 / 4  # 64 times the samples: about 1/8 the error
+
+
+class Recorder(nn.Module):
+    """Wraps a model and keeps a copy of every input it is called with."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.inputs = model, []
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(z.clone())
+        return self.model(z)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_coalition_inputs_are_torch_where_bit_for_bit(dtype: torch.dtype) -> None:
+    """Coalition S's input is where(element in S, x, x') exactly: signed zeros, inf and NaN too."""
+    x = torch.tensor(
+        [[-0.0, 1.5, float("inf"), -2.0], [3.0, -0.0, 0.25, float("nan")]], dtype=dtype
+    )
+    baseline = torch.tensor([0.0, -0.0, 7.0, float("-inf")], dtype=dtype)
+    recorder = Recorder(mlp([4, 3, 2], seed=0).to(dtype))
+    shapley_exact(recorder, x, baseline, 0)
+    got = torch.cat(recorder.inputs).view(16, 2, 4)  # (coalition, sample, element)
+    present = (torch.arange(16)[:, None] >> torch.arange(4)) & 1  # bit i: player i in S
+    expected = torch.where(present[:, None].bool(), x, baseline)
+    bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[x.element_size()]
+    assert torch.equal(got.view(bits), expected.view(bits))
+
+
+def test_shapley_default_blocks_are_cache_sized_and_change_nothing() -> None:
+    """Without batch_size, the CPU gets blocks of at most 2048 inputs; the result is the same."""
+    model = mlp([40, 16, 3], seed=1)
+    x = randn(4, 40, seed=2)
+    target = torch.tensor([0, 1, 2, 0])
+    recorder = Recorder(model)
+    blocked = shapley_sampling(recorder, x, None, target, n_permutations=30, seed=5)
+    sizes = [len(z) for z in recorder.inputs[1:]]  # after v(empty) and v(N)
+    assert sum(sizes) == 30 * 39 * 4 and max(sizes) <= 2048 and len(sizes) > 1
+    whole = shapley_sampling(model, x, None, target, n_permutations=30, seed=5, batch_size=10**6)
+    torch.testing.assert_close(blocked, whole, rtol=1e-12, atol=1e-12)
+
+
+def test_shapley_sampling_with_one_player_and_non_contiguous_inputs() -> None:
+    model = mlp([1, 8, 2], seed=3)
+    x = randn(4, 1, seed=8)
+    torch.testing.assert_close(  # one player: phi = f(x) - f(x')
+        shapley_sampling(model, x, None, 1, n_permutations=3, seed=0),
+        explained(model, x, 1)[:, None],
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    model = mlp([6, 12, 3], seed=2)
+    x = randn(6, 5, seed=9).T  # (5, 6), not contiguous
+    target = torch.tensor([1, 0, 2, 2, 1])
+    for call in (
+        lambda z: shapley_sampling(model, z, 0.25, target, n_permutations=7, seed=11),
+        lambda z: shapley_exact(model, z, 0.25, target, feature_mask=torch.arange(6) // 2),
+    ):
+        torch.testing.assert_close(call(x), call(x.contiguous()), rtol=0, atol=0)
 
 
 def test_shapley_sampling_is_reproducible() -> None:
