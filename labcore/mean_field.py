@@ -93,7 +93,10 @@ def _check_filter(filter_order: int | None) -> None:
 # Kernel coefficients and the linear stability of the uniform density
 # --------------------------------------------------------------------------------------------------
 def circle_kernel_coefficients(
-    beta: float, k_max: int, *, dtype: torch.dtype = torch.float64,
+    beta: float,
+    k_max: int,
+    *,
+    dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Scaled Fourier coefficients of the circle kernel: ``e^{-beta} I_k(beta)``, ``k = 0..k_max``.
@@ -121,7 +124,10 @@ def circle_kernel_coefficients(
 
 
 def funk_hecke_coefficients(
-    beta: float, l_max: int, *, dtype: torch.dtype = torch.float64,
+    beta: float,
+    l_max: int,
+    *,
+    dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Scaled Funk-Hecke eigenvalues of ``e^{beta <x, y>}`` on ``S^2``: ``e^{-beta} lambda_l``.
@@ -272,8 +278,9 @@ class _CircleOperators:
         return -torch.fft.irfft(self.ik * torch.fft.rfft(flux), n=self.n)
 
     def project(self, rho: torch.Tensor, multiplier: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.fft.irfft(torch.fft.rfft(rho) * (self.keep if multiplier is None
-                                                      else multiplier), n=self.n)
+        return torch.fft.irfft(
+            torch.fft.rfft(rho) * (self.keep if multiplier is None else multiplier), n=self.n
+        )
 
 
 def circle_velocity(rho: torch.Tensor, beta: float) -> torch.Tensor:
@@ -358,8 +365,15 @@ def solve_circle(
     ops = _CircleOperators(rho0, beta, dealias=True, filter_order=filter_order)
     after = None if ops.filter is None else (lambda r: ops.project(r, ops.filter))
     return _integrate(
-        ops.project(rho0), lambda _t, r: ops.rhs(r), t_max, dt, "rk4", record_every, progress,
-        after_step=after, desc="solve_circle",
+        ops.project(rho0),
+        lambda _t, r: ops.rhs(r),
+        t_max,
+        dt,
+        "rk4",
+        record_every,
+        progress,
+        after_step=after,
+        desc="solve_circle",
     )
 
 
@@ -483,23 +497,27 @@ class SphereGrid:
         return c
 
     # grid -------------------------------------------------------------------------------------
-    def colatitudes(self, *, dtype: torch.dtype | None = None,
-                    device: torch.device | str | None = None) -> torch.Tensor:
+    def colatitudes(
+        self, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> torch.Tensor:
         """``(n_lat,)``: the colatitudes ``theta_i`` in ``(0, pi)``, north to south."""
         return torch.as_tensor(self._theta, dtype=dtype or torch.float64, device=device)
 
-    def longitudes(self, *, dtype: torch.dtype | None = None,
-                   device: torch.device | str | None = None) -> torch.Tensor:
+    def longitudes(
+        self, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> torch.Tensor:
         """``(n_lon,)``: the longitudes ``phi_j = 2 pi j / n_lon``."""
         return torch.as_tensor(self._phi, dtype=dtype or torch.float64, device=device)
 
-    def area_weights(self, *, dtype: torch.dtype | None = None,
-                     device: torch.device | str | None = None) -> torch.Tensor:
+    def area_weights(
+        self, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> torch.Tensor:
         """``(n_lat, n_lon)``: quadrature weights ``w_i 2 pi / n_lon`` (they sum to ``4 pi``)."""
         return torch.as_tensor(self._np["area"], dtype=dtype or torch.float64, device=device)
 
-    def points(self, *, dtype: torch.dtype | None = None,
-               device: torch.device | str | None = None) -> torch.Tensor:
+    def points(
+        self, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> torch.Tensor:
         """``(n_lat, n_lon, 3)``: the grid points ``(sin t cos p, sin t sin p, cos t)``."""
         t, p = torch.meshgrid(
             self.colatitudes(dtype=dtype, device=device),
@@ -631,8 +649,7 @@ class SphereGrid:
 class _SphereOperators:
     """The continuity equation's right-hand side in spherical-harmonic coefficients."""
 
-    def __init__(self, grid: SphereGrid, ref: torch.Tensor, beta: float,
-                 filter_order: int | None):
+    def __init__(self, grid: SphereGrid, ref: torch.Tensor, beta: float, filter_order: int | None):
         self.grid = grid
         self.beta = beta
         lam = funk_hecke_coefficients(beta, grid.l_max)  # e^{-beta} lambda_l
@@ -748,8 +765,15 @@ def solve_sphere(
             return c * sigma
 
     coefficients = _integrate(
-        grid.analysis(rho0), lambda _t, c: ops.rhs(c), t_max, dt, "rk4", record_every, progress,
-        after_step=after, desc="solve_sphere",
+        grid.analysis(rho0),
+        lambda _t, c: ops.rhs(c),
+        t_max,
+        dt,
+        "rk4",
+        record_every,
+        progress,
+        after_step=after,
+        desc="solve_sphere",
     )
     return grid.synthesis(coefficients)
 
@@ -873,8 +897,7 @@ def sample_from_density(
     if seed is not None:
         generator = torch.Generator(device=rho.device).manual_seed(seed)
     cells = torch.multinomial(weights, n_particles, replacement=True, generator=generator)
-    jitter = torch.rand((*cells.shape, 2), generator=generator, dtype=rho.dtype,
-                        device=rho.device)
+    jitter = torch.rand((*cells.shape, 2), generator=generator, dtype=rho.dtype, device=rho.device)
     if isinstance(grid, int):
         theta = (cells.to(rho.dtype) + jitter[..., 0] - 0.5) * (2 * math.pi / grid)
         x = torch.stack([torch.cos(theta), torch.sin(theta)], dim=-1)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from labcore import dynamics
 from labcore.dynamics import (
     attention_velocity,
     count_clusters,
@@ -82,11 +83,14 @@ def test_attention_velocity_is_tangent_and_matches_the_loop(n_heads, beta):
 def test_identity_matrices_equal_none():
     x = random_sphere(6, 3, (2,), seed=2, dtype=F64)
     eye = torch.eye(3, dtype=F64)
-    torch.testing.assert_close(attention_velocity(x, 2.0), attention_velocity(x, 2.0, eye, eye, eye))
+    torch.testing.assert_close(
+        attention_velocity(x, 2.0), attention_velocity(x, 2.0, eye, eye, eye)
+    )
     # multi-head with identity heads = n_heads times the single head
     eyes = eye.expand(4, 3, 3)
-    torch.testing.assert_close(attention_velocity(x, 2.0, eyes, eyes, eyes),
-                               4 * attention_velocity(x, 2.0))
+    torch.testing.assert_close(
+        attention_velocity(x, 2.0, eyes, eyes, eyes), 4 * attention_velocity(x, 2.0)
+    )
 
 
 def test_transformer_velocity_is_tangent_and_adds_the_mlp():
@@ -100,8 +104,9 @@ def test_transformer_velocity_is_tangent_and_adds_the_mlp():
     assert (x * v).sum(-1).abs().max() < 1e-6
     mlp = project_tangent(x, torch.relu(x @ A.T + b) @ W.T)
     torch.testing.assert_close(v, attention_velocity(x, 1.5, Q, K, V) + mlp)
-    torch.testing.assert_close(transformer_velocity(x, 1.5, Q, K, V),
-                               attention_velocity(x, 1.5, Q, K, V))
+    torch.testing.assert_close(
+        transformer_velocity(x, 1.5, Q, K, V), attention_velocity(x, 1.5, Q, K, V)
+    )
 
 
 def test_project_tangent():
@@ -134,8 +139,11 @@ def test_worked_two_particle_example():
     for beta, phi in [(2.0, 1.0), (0.5, 2.5)]:
         x = from_angles(torch.tensor([0.0, phi], dtype=F64))
         v = attention_velocity(x, beta)
-        speed = math.exp(beta * math.cos(phi)) * math.sin(phi) / (
-            math.exp(beta) + math.exp(beta * math.cos(phi)))
+        speed = (
+            math.exp(beta * math.cos(phi))
+            * math.sin(phi)
+            / (math.exp(beta) + math.exp(beta * math.cos(phi)))
+        )
         torch.testing.assert_close(v[0], speed * torch.tensor([0.0, 1.0], dtype=F64))
         e_theta2 = torch.tensor([-math.sin(phi), math.cos(phi)], dtype=F64)
         torch.testing.assert_close(v[1], -speed * e_theta2)
@@ -144,8 +152,118 @@ def test_worked_two_particle_example():
 def test_autograd_through_the_in_place_softmax():
     x = random_sphere(4, 3, seed=6, dtype=F64).requires_grad_()
     Q, K, V = (m.requires_grad_() for m in random_heads(2, d=3, d_head=2))
-    assert torch.autograd.gradcheck(lambda x, Q, K, V: attention_velocity(x, 1.3, Q, K, V),
-                                    (x, Q, K, V))
+    assert torch.autograd.gradcheck(
+        lambda x, Q, K, V: attention_velocity(x, 1.3, Q, K, V), (x, Q, K, V)
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The fast path of large problems (shift bound in the matmul, exp2, symmetric scores)
+# --------------------------------------------------------------------------------------------------
+def _exact(x, beta, Q=None, K=None, V=None, chunk_size=None):
+    n_heads = None if all(m is None or m.ndim == 2 for m in (Q, K, V)) else 2
+    field = dynamics._attention_field_exact(x, beta, Q, K, V, n_heads, chunk_size)
+    return project_tangent(x, field)
+
+
+def _fast(x, beta, Q=None, K=None, V=None, chunk_size=None):
+    n_heads = None if all(m is None or m.ndim == 2 for m in (Q, K, V)) else 2
+    field = dynamics._attention_field_fast(x, beta, Q, K, V, n_heads, chunk_size)
+    assert field is not None
+    return project_tangent(x, field)
+
+
+@pytest.mark.parametrize("matrices", ["identity", "Q is K", "random", "identity QK, V per head"])
+@pytest.mark.parametrize("beta", [0.0, 1.0, 9.0, -2.0])
+@pytest.mark.parametrize("chunk_size", [None, 7])
+def test_fast_path_equals_the_exact_path(matrices, beta, chunk_size):
+    # off the sphere too (norms 0.8 .. 1.2): the bounds must hold for any x
+    x = random_sphere(23, 3, (2, 2), seed=12, dtype=F64)
+    x = x * torch.linspace(0.8, 1.2, 23, dtype=F64)[:, None]
+    Q, K, V = random_heads(2, d=3, d_head=2, seed=13)
+    args = {
+        "identity": (None, None, None),
+        "Q is K": (Q, Q, V),
+        "random": (Q, K, V),
+        "identity QK, V per head": (None, None, V),
+    }[matrices]
+    exact = _exact(x, beta, *args)
+    fast = _fast(x, beta, *args, chunk_size=chunk_size)
+    torch.testing.assert_close(fast, exact, rtol=0, atol=1e-13 * exact.abs().max().item())
+    if matrices == "identity QK, V per head":  # the loop wants per-head Q and K: sum the heads
+        loop = sum(loop_velocity(x, beta, None, None, Vh) for Vh in V)
+    else:
+        loop = loop_velocity(x, beta, *args)
+    torch.testing.assert_close(fast, loop, rtol=0, atol=1e-13 * exact.abs().max().item())
+
+
+def test_large_problems_take_the_fast_path_and_match_the_formula(monkeypatch):
+    calls = []
+    fast = dynamics._attention_field_fast
+    monkeypatch.setattr(dynamics, "_attention_field_fast", lambda *a: calls.append(1) or fast(*a))
+    small = random_sphere(64, 3, seed=14, dtype=F64)
+    attention_velocity(small, 4.0)
+    assert calls == []  # small problems: the exact path, unchanged results
+    x = random_sphere(400, 3, seed=15, dtype=F64)  # 400^2 scores > _FAST_MIN_ENTRIES
+    for beta in (4.0, -1.0):
+        v = attention_velocity(x, beta)
+        torch.testing.assert_close(v, loop_velocity(x, beta, None, None, None), rtol=0, atol=1e-13)
+    assert len(calls) == 2
+    # float32: as accurate as the exact path
+    v32 = attention_velocity(x.float(), 4.0)
+    exact32 = project_tangent(
+        x.float(), dynamics._attention_field_exact(x.float(), 4.0, None, None, None, None, None)
+    )
+    truth = attention_velocity(x, 4.0)
+    assert (v32.double() - truth).abs().max() < 3 * (exact32.double() - truth).abs().max() + 1e-7
+    # with autograd: the exact path, and the same values
+    xg = x.clone().requires_grad_()
+    vg = attention_velocity(xg, 4.0)
+    vg.sum().backward()
+    assert len(calls) == 4  # the 4 evaluations above, none for the autograd one
+    torch.testing.assert_close(vg.detach(), attention_velocity(x, 4.0), rtol=0, atol=1e-13)
+    assert xg.grad is not None and torch.isfinite(xg.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_fast_path_falls_back_where_its_shift_bound_could_underflow(dtype):
+    # Q x_i far from every K x_j with a huge beta: the bound |beta| |Q x_i| max |K x_j| exceeds the
+    # largest score by hundreds, every 2^(s - m) underflows, and the exact path must take over
+    x = random_sphere(20, 3, seed=16, dtype=dtype)
+    Q, K, _ = (m.to(dtype) for m in random_heads(None, d=3, d_head=2, seed=17))
+    assert dynamics._attention_field_fast(x, 2000.0, 3 * Q, 3 * K, None, None, None) is None
+    v = attention_velocity(x, 2000.0, 3 * Q, 3 * K)
+    assert torch.isfinite(v).all()
+    torch.testing.assert_close(v, _exact(x, 2000.0, 3 * Q, 3 * K))
+    # identity matrices, particles of very different norms: the same
+    y = x * torch.logspace(-1, 1, 20, dtype=dtype)[:, None]
+    assert dynamics._attention_field_fast(y, 50.0, None, None, None, None, None) is None
+    torch.testing.assert_close(attention_velocity(y, 50.0), _exact(y, 50.0))
+
+
+def test_fast_path_reuses_its_buffer_safely():
+    # alternate sizes, dtypes and batch shapes: the shared scratch block must never leak results
+    cases = [
+        random_sphere(n, 3, batch, seed=n, dtype=dtype)
+        for n, batch, dtype in [
+            (500, (), F64),
+            (380, (2,), F64),
+            (450, (), torch.float32),
+            (500, (), F64),
+        ]
+    ]
+    first = [_fast(x, 3.0) for x in cases]
+    again = [_fast(x, 3.0) for x in reversed(cases)][::-1]
+    for a, b, x in zip(first, again, cases, strict=True):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, _exact(x, 3.0))
+
+
+def test_fast_path_runs_on_meta_tensors():
+    x = torch.empty(2, 400, 3, device="meta")
+    assert attention_velocity(x, 2.0).shape == (2, 400, 3)
+    V = torch.empty(3, 3, 3, device="meta")
+    assert attention_velocity(x, 2.0, None, None, V).device.type == "meta"
 
 
 def test_meta_device_runs():
@@ -154,8 +272,11 @@ def test_meta_device_runs():
     V = torch.empty(4, 3, 3, device="meta")
     assert attention_velocity(x, 1.0, Q, Q, V).device.type == "meta"
     assert attention_velocity(x).shape == (2, 5, 3)
-    mlp = dict(W=torch.empty(3, 7, device="meta"), A=torch.empty(7, 3, device="meta"),
-               b=torch.empty(7, device="meta"))
+    mlp = dict(
+        W=torch.empty(3, 7, device="meta"),
+        A=torch.empty(7, 3, device="meta"),
+        b=torch.empty(7, device="meta"),
+    )
     assert transformer_velocity(x, 1.0, Q, Q, V, **mlp).device.type == "meta"
     traj = simulate(x, 1.0, 0.25, lambda y: attention_velocity(y, 2.0), progress=False)
     assert traj.shape == (5, 2, 5, 3) and traj.device.type == "meta"
@@ -216,16 +337,23 @@ def test_bad_types_and_other_arguments():
 def test_simulate_stays_on_the_sphere_and_records_frames():
     x0 = random_sphere(12, 3, (2,), seed=8, dtype=F64)
     Q, K, V = random_heads(2, d=3, d_head=3)
-    traj = simulate(x0, 2.0, 0.1, lambda x: attention_velocity(x, 3.0, Q, K, V),
-                    record_every=3, progress=False)
+    traj = simulate(
+        x0, 2.0, 0.1, lambda x: attention_velocity(x, 3.0, Q, K, V), record_every=3, progress=False
+    )
     times = time_grid(2.0, 0.1, 3, dtype=F64)
     assert traj.shape == (len(times), 2, 12, 3)
     torch.testing.assert_close(times[-1], torch.tensor(2.0, dtype=F64))
     assert (traj[0] == x0).all()
     assert (traj.norm(dim=-1) - 1).abs().max() < 1e-12
     # without renormalisation RK4 drifts off the sphere only by its (small) local errors
-    free = simulate(x0, 2.0, 0.1, lambda x: attention_velocity(x, 3.0, Q, K, V),
-                    renormalize=False, progress=False)
+    free = simulate(
+        x0,
+        2.0,
+        0.1,
+        lambda x: attention_velocity(x, 3.0, Q, K, V),
+        renormalize=False,
+        progress=False,
+    )
     assert (free.norm(dim=-1) - 1).abs().max() < 1e-3
 
 
@@ -240,10 +368,13 @@ def two_particle_gap(beta: float, phi0: float, t: float) -> float:
     return float(solve_ivp(rhs, (0, t), [phi0], method="DOP853", rtol=1e-13, atol=1e-14).y[0, -1])
 
 
-@pytest.mark.parametrize(("method", "order", "dts"), [
-    ("euler", 1, [1 / 10, 1 / 20, 1 / 40, 1 / 80]),
-    ("rk4", 4, [1 / 4, 1 / 8, 1 / 16, 1 / 32]),
-])
+@pytest.mark.parametrize(
+    ("method", "order", "dts"),
+    [
+        ("euler", 1, [1 / 10, 1 / 20, 1 / 40, 1 / 80]),
+        ("rk4", 4, [1 / 4, 1 / 8, 1 / 16, 1 / 32]),
+    ],
+)
 def test_measured_convergence_order(method, order, dts):
     # two particles on the circle: the gap phi obeys the scalar ODE of two_particle_gap
     beta, phi0, t_max = 1.0, 2.5, 2.0
@@ -251,8 +382,9 @@ def test_measured_convergence_order(method, order, dts):
     x0 = from_angles(torch.tensor([0.0, phi0], dtype=F64))
     errors = []
     for dt in dts:
-        x = simulate(x0, t_max, dt, lambda x: attention_velocity(x, beta), method=method,
-                     progress=False)[-1]
+        x = simulate(
+            x0, t_max, dt, lambda x: attention_velocity(x, beta), method=method, progress=False
+        )[-1]
         gap = torch.remainder(to_angles(x[1]) - to_angles(x[0]), 2 * math.pi).item()
         errors.append(abs(gap - exact))
     slope = np.polyfit(np.log(dts), np.log(errors), 1)[0]
@@ -263,8 +395,9 @@ def test_batched_simulation_equals_each_system_alone():
     x0 = random_sphere(6, 3, (3,), seed=9, dtype=F64)
     Q, K, V = random_heads(2, d=3, d_head=2)
     g = torch.Generator().manual_seed(10)
-    mlp = dict(W=torch.randn(3, 4, generator=g, dtype=F64), A=torch.randn(4, 3, generator=g,
-                                                                             dtype=F64))
+    mlp = dict(
+        W=torch.randn(3, 4, generator=g, dtype=F64), A=torch.randn(4, 3, generator=g, dtype=F64)
+    )
 
     def field(x):
         return transformer_velocity(x, 2.0, Q, K, V, **mlp)
@@ -279,8 +412,9 @@ def test_batched_simulation_equals_each_system_alone():
 def test_single_cluster_collapse_for_identity_matrices(d):
     x0 = random_sphere(16, d, (4,), seed=11, dtype=F64)
     assert (count_clusters(x0, 1e-3) == 16).all()
-    traj = simulate(x0, 30.0, 0.1, lambda x: attention_velocity(x, 1.0), record_every=100,
-                    progress=False)
+    traj = simulate(
+        x0, 30.0, 0.1, lambda x: attention_velocity(x, 1.0), record_every=100, progress=False
+    )
     assert (count_clusters(traj[-1], 1e-3) == 1).all()
     spread = torch.cdist(traj[-1], traj[-1]).amax(dim=(-2, -1))
     assert (spread < 1e-3).all()
@@ -290,10 +424,13 @@ def test_single_cluster_collapse_for_identity_matrices(d):
 # Helpers
 # --------------------------------------------------------------------------------------------------
 def test_count_clusters_connected_components():
-    angles = torch.tensor([
-        [0.0, 0.004, 0.008, 1.0, 1.005, 3.0, 0.012, 5.0],  # chain near 0 (one), 1.0, 3.0, 5.0
-        [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],  # all apart
-    ], dtype=F64)
+    angles = torch.tensor(
+        [
+            [0.0, 0.004, 0.008, 1.0, 1.005, 3.0, 0.012, 5.0],  # chain near 0 (one), 1.0, 3.0, 5.0
+            [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],  # all apart
+        ],
+        dtype=F64,
+    )
     x = from_angles(angles)
     torch.testing.assert_close(count_clusters(x, 0.0101), torch.tensor([4, 8]))
     torch.testing.assert_close(count_clusters(x, 0.11), torch.tensor([4, 1]))

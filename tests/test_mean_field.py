@@ -42,8 +42,10 @@ def random_coefficients(grid: SphereGrid, *batch: int, seed: int = 0) -> torch.T
     """Random coefficients of a real band-limited function (c_l0 real, zero where m > l)."""
     g = torch.Generator().manual_seed(seed)
     L = grid.l_max + 1
-    c = torch.complex(torch.randn(*batch, L, L, generator=g, dtype=F64),
-                      torch.randn(*batch, L, L, generator=g, dtype=F64))
+    c = torch.complex(
+        torch.randn(*batch, L, L, generator=g, dtype=F64),
+        torch.randn(*batch, L, L, generator=g, dtype=F64),
+    )
     c = c * torch.ones(L, L, dtype=F64).tril()
     c[..., 0] = c[..., 0].real.to(C128)
     return c
@@ -61,20 +63,22 @@ def test_kernel_coefficients_are_bessel_functions(beta):
     from scipy.special import ive, spherical_in
 
     k = np.arange(41)
-    np.testing.assert_allclose(circle_kernel_coefficients(beta, 40).numpy(), ive(k, beta),
-                               rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        circle_kernel_coefficients(beta, 40).numpy(), ive(k, beta), rtol=1e-12, atol=1e-15
+    )
     lam = funk_hecke_coefficients(beta, 40).numpy()
-    np.testing.assert_allclose(lam, 4 * np.pi * np.exp(-beta) * spherical_in(k, beta),
-                               rtol=1e-10, atol=5e-13 * lam[0])
+    np.testing.assert_allclose(
+        lam, 4 * np.pi * np.exp(-beta) * spherical_in(k, beta), rtol=1e-10, atol=5e-13 * lam[0]
+    )
 
 
 def test_growth_rate_limits_as_beta_goes_to_zero():
-    torch.testing.assert_close(circle_growth_rates(1e-6, 2), torch.tensor([0.0, 0.5, 0.0],
-                                                                          dtype=F64),
-                               atol=1e-6, rtol=0)
-    torch.testing.assert_close(sphere_growth_rates(1e-6, 2), torch.tensor([0.0, 2 / 3, 0.0],
-                                                                          dtype=F64),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        circle_growth_rates(1e-6, 2), torch.tensor([0.0, 0.5, 0.0], dtype=F64), atol=1e-6, rtol=0
+    )
+    torch.testing.assert_close(
+        sphere_growth_rates(1e-6, 2), torch.tensor([0.0, 2 / 3, 0.0], dtype=F64), atol=1e-6, rtol=0
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -87,8 +91,9 @@ def test_sphere_transforms_round_trip_laplacian_and_parseval():
     assert f.shape == (2, grid.n_lat, grid.n_lon) and f.dtype == F64
     torch.testing.assert_close(grid.analysis(f), c, rtol=0, atol=1e-12)
     ell = torch.arange(grid.l_max + 1, dtype=F64)[:, None]
-    torch.testing.assert_close(grid.divergence(*grid.gradient(c)), -ell * (ell + 1) * c,
-                               rtol=0, atol=1e-10)  # div grad = Laplacian
+    torch.testing.assert_close(
+        grid.divergence(*grid.gradient(c)), -ell * (ell + 1) * c, rtol=0, atol=1e-10
+    )  # div grad = Laplacian
     energy = grid.integrate(f**2)
     torch.testing.assert_close(grid.power_spectrum(c).sum(-1), energy)
     torch.testing.assert_close((grid.real_coefficients(c) ** 2).sum(-1), energy)
@@ -159,8 +164,12 @@ def test_mean_field_velocity_is_the_particle_velocity_of_many_particles():
 # --------------------------------------------------------------------------------------------------
 def test_circle_solver_conserves_mass_and_positivity_of_a_smooth_run():
     theta = circle_grid(128, dtype=F64)
-    rho0 = torch.stack([(1 + 0.9 * torch.cos(theta)) / (2 * math.pi),
-                        (1 + 0.5 * torch.sin(2 * theta + 1)) / (2 * math.pi)])
+    rho0 = torch.stack(
+        [
+            (1 + 0.9 * torch.cos(theta)) / (2 * math.pi),
+            (1 + 0.5 * torch.sin(2 * theta + 1)) / (2 * math.pi),
+        ]
+    )
     traj = solve_circle(rho0, 4.0, 3.0, 0.02, record_every=10, filter_order=36, progress=False)
     mass = traj.sum(-1) * (2 * math.pi / 128)
     assert (mass - 1).abs().max() < 1e-12
@@ -170,10 +179,15 @@ def test_circle_solver_conserves_mass_and_positivity_of_a_smooth_run():
 def test_sphere_solver_conserves_mass():
     grid = SphereGrid(12)
     u = grid.points(dtype=F64)
-    rho0 = torch.stack([(1 + 0.8 * u[..., 2]) / (4 * math.pi),
-                        (1 + 0.5 * u[..., 0] * u[..., 1] + 0.3 * u[..., 1]) / (4 * math.pi)])
-    traj = solve_sphere(rho0, grid, 4.0, 2.0, 0.02, record_every=20, filter_order=36,
-                        progress=False)
+    rho0 = torch.stack(
+        [
+            (1 + 0.8 * u[..., 2]) / (4 * math.pi),
+            (1 + 0.5 * u[..., 0] * u[..., 1] + 0.3 * u[..., 1]) / (4 * math.pi),
+        ]
+    )
+    traj = solve_sphere(
+        rho0, grid, 4.0, 2.0, 0.02, record_every=20, filter_order=36, progress=False
+    )
     mass = grid.integrate(traj)
     assert (mass - 1).abs().max() < 1e-12
     assert traj.shape == (6, 2, grid.n_lat, grid.n_lon)
@@ -198,8 +212,9 @@ def test_sphere_growth_rates_match_the_solver():
     for ell in range(1, 8):  # one degree per problem, a mix of orders m
         c[ell - 1, ell, ell // 2] = eps * (1 + 0.5j) if ell // 2 else eps
         c[ell - 1, ell, ell] = eps * 0.7j
-    traj = solve_sphere(grid.synthesis(c), grid, beta, t_max, 0.02, record_every=1000,
-                        progress=False)
+    traj = solve_sphere(
+        grid.synthesis(c), grid, beta, t_max, 0.02, record_every=1000, progress=False
+    )
     power = grid.power_spectrum(grid.analysis(traj))  # (T, 7, l_max + 1)
     ells = torch.arange(1, 8)
     measured = 0.5 * torch.log(power[-1, ells - 1, ells] / power[0, ells - 1, ells]) / t_max
@@ -234,8 +249,9 @@ def test_fastest_growing_sphere_degree_is_the_predicted_one():
     c = c / grid.power_spectrum(c).sqrt()[..., :, None].clamp(min=1e-300)  # equal energy per l
     c[0, 0] = 1 / math.sqrt(4 * math.pi)
     c[1:] = eps * c[1:]
-    rho = solve_sphere(grid.synthesis(c), grid, beta, 20.0, 0.05, record_every=10**6,
-                       progress=False)[-1]
+    rho = solve_sphere(
+        grid.synthesis(c), grid, beta, 20.0, 0.05, record_every=10**6, progress=False
+    )[-1]
     power = grid.power_spectrum(grid.analysis(rho))
     assert power[1:].max() < 1e-4 * power[0]  # linear regime
     assert int(power[1:].argmax()) + 1 == l_star
@@ -248,15 +264,18 @@ def test_circle_particles_approach_the_mean_field_solution():
     beta, t_max, dt, kappa = 2.0, 1.0, 0.1, 10.0
     fine, n_grid, batch = 2048, 128, 8
     profile = lambda th: (1 + 0.8 * torch.cos(th) + 0.4 * torch.sin(2 * th)) / (2 * math.pi)  # noqa: E731
-    rho_mf = solve_circle(profile(circle_grid(n_grid, dtype=F64)), beta, t_max, dt,
-                          record_every=10**6, progress=False)[-1]
+    rho_mf = solve_circle(
+        profile(circle_grid(n_grid, dtype=F64)), beta, t_max, dt, record_every=10**6, progress=False
+    )[-1]
     target = smooth_density(rho_mf, n_grid, kappa)
     errors = []
     for i, n in enumerate((64, 256, 1024)):
-        x0 = sample_from_density(profile(circle_grid(fine, dtype=F64)).expand(batch, fine), fine,
-                                 n, seed=i)  # (batch, n, 2), sampled on a fine grid
-        x = simulate(x0, t_max, dt, lambda x: attention_velocity(x, beta), record_every=10**6,
-                     progress=False)[-1]
+        x0 = sample_from_density(
+            profile(circle_grid(fine, dtype=F64)).expand(batch, fine), fine, n, seed=i
+        )  # (batch, n, 2), sampled on a fine grid
+        x = simulate(
+            x0, t_max, dt, lambda x: attention_velocity(x, beta), record_every=10**6, progress=False
+        )[-1]
         kde = particles_to_density(x, n_grid, kappa)  # (batch, n_grid)
         errors.append(((kde - target) ** 2).mean(-1).sqrt().mean().item())
     assert errors[0] > errors[1] > errors[2], errors
@@ -271,15 +290,18 @@ def test_sphere_particles_approach_the_mean_field_solution():
         u = g.points(dtype=F64)
         return (1 + 0.8 * u[..., 2] + 0.5 * u[..., 0] * u[..., 1]) / (4 * math.pi)
 
-    rho_mf = solve_sphere(profile(grid), grid, beta, t_max, dt, record_every=10**6,
-                          progress=False)[-1]
+    rho_mf = solve_sphere(profile(grid), grid, beta, t_max, dt, record_every=10**6, progress=False)[
+        -1
+    ]
     target = smooth_density(rho_mf, grid, kappa)
     errors = []
     for i, n in enumerate((64, 256, 1024)):
-        x0 = sample_from_density(profile(fine).expand(batch, fine.n_lat, fine.n_lon), fine, n,
-                                 seed=i)
-        x = simulate(x0, t_max, dt, lambda x: attention_velocity(x, beta), record_every=10**6,
-                     progress=False)[-1]
+        x0 = sample_from_density(
+            profile(fine).expand(batch, fine.n_lat, fine.n_lon), fine, n, seed=i
+        )
+        x = simulate(
+            x0, t_max, dt, lambda x: attention_velocity(x, beta), record_every=10**6, progress=False
+        )[-1]
         kde = particles_to_density(x, grid, kappa)  # (batch, n_lat, n_lon)
         errors.append(grid.integrate((kde - target) ** 2).sqrt().mean().item())
     assert errors[0] > errors[1] > errors[2], errors
