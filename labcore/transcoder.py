@@ -1285,6 +1285,15 @@ def tiny_coref_data(
     return tokenizer.encode_batch([e.full for e in examples])
 
 
+def _environment() -> dict[str, str]:
+    """Where a shipped result was made: torch and Python versions, the machine's architecture."""
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+
+
 def train_tiny_transcoder(
     layer: int = 1, *, recipe: dict[str, Any] | None = None, progress: bool = True
 ) -> tuple[Transcoder, dict[str, Any]]:
@@ -1359,11 +1368,7 @@ def train_tiny_transcoder(
         "collect_seconds": round(collect_seconds, 2),
         "training_seconds": round(history.seconds, 2),
         "tokens_per_second": round(history.tokens_per_second),
-        "environment": {
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-        },
+        "environment": _environment(),
     }
     return transcoder, record
 
@@ -1508,11 +1513,7 @@ def sweep_tiny(sweep: dict[str, Any] | None = None, *, progress: bool = True) ->
     return {
         "sweep": sweep,
         "curves": rounded,
-        "environment": {
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-        },
+        "environment": _environment(),
     }
 
 

@@ -15,7 +15,18 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckFailed", "Case", "run_case", "compare", "passed", "assert_unchanged", "snapshot"]
+__all__ = [
+    "CheckFailed",
+    "Case",
+    "run_case",
+    "compare",
+    "passed",
+    "assert_unchanged",
+    "snapshot",
+    "same_result",
+    "diagnose",
+    "forbid",
+]
 
 
 class CheckFailed(AssertionError):
@@ -116,3 +127,47 @@ def passed(name: str, n_cases: int) -> None:
     """Print the one success line of a check."""
     cases = "1 case" if n_cases == 1 else f"all {n_cases} cases"
     print(f"\u2714 {name}: {cases} passed")
+
+
+def same_result(a: object, b: torch.Tensor) -> bool:
+    """Whether ``a`` is a tensor like ``b`` (shape, dtype, device) with close values (NaNs equal)."""
+    return (
+        isinstance(a, torch.Tensor)
+        and a.shape == b.shape
+        and a.dtype == b.dtype
+        and a.device == b.device
+        and bool(torch.allclose(a.detach(), b.detach(), atol=1e-5, rtol=1e-4, equal_nan=True))
+    )
+
+
+def diagnose(
+    got: object,
+    expected: torch.Tensor,
+    mistakes: dict[str, Callable[[], torch.Tensor]],
+    default: str,
+) -> str:
+    """The hint of the first typical mistake whose result equals ``got``, else ``default``.
+
+    ``mistakes`` maps a hint to a function computing what that mistake returns. Candidates are
+    computed lazily and may fail (a mistake that cannot happen for this input); a candidate that
+    equals the right answer for this input is skipped.
+    """
+    if not isinstance(got, torch.Tensor):
+        return default
+    for hint, make in mistakes.items():
+        try:
+            candidate = make()
+        except Exception:  # noqa: BLE001 - this mistake is not computable here: no match
+            continue
+        if same_result(got, candidate) and not same_result(candidate, expected):
+            return hint
+    return default
+
+
+def forbid(message: str) -> Callable[..., None]:
+    """A stand-in function that fails the check with ``message`` whenever it is called."""
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise CheckFailed(message)
+
+    return forbidden

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 import labcore
 from labcore import attention as ref
 from labcore.checks import CheckFailed, assert_unchanged, compare, passed, run_case, snapshot
+from labcore.checks import forbid as _forbid
 from labcore.transformer import GPT, Block, GPTConfig
 
 __all__ = [
@@ -72,13 +73,6 @@ def _rows(mask: torch.Tensor, limit: int = 5) -> str:
     return str(rows) + (" ..." if mask.shape[0] > limit else "")
 
 
-def _forbid(message: str) -> Callable[..., None]:
-    def forbidden(*args: object, **kwargs: object) -> None:
-        raise CheckFailed(message)
-
-    return forbidden
-
-
 @contextlib.contextmanager
 def _no_fused_attention() -> Iterator[None]:
     """Make torch's and labcore's ready-made attention fail while the student's code runs."""
@@ -88,11 +82,13 @@ def _no_fused_attention() -> Iterator[None]:
     )
     with (
         mock.patch.object(
-            F, "scaled_dot_product_attention",
+            F,
+            "scaled_dot_product_attention",
             _forbid(message.format("torch.nn.functional.scaled_dot_product_attention")),
         ),
         mock.patch.object(
-            ref, "scaled_dot_product_attention",
+            ref,
+            "scaled_dot_product_attention",
             _forbid(message.format("labcore.attention.scaled_dot_product_attention")),
         ),
     ):
@@ -144,12 +140,21 @@ def check_attention(attention: Callable) -> None:
         ("cross-attention: T = 4 queries, S = 6 keys, d_v = 3", *qkv((2,), 4, 6, 8, 3), None),
         ("batch of 1, a single query", *qkv((1,), 1, 7, 16, 16), None),
         ("float64, d_k = 32", *qkv((3,), 5, 5, 32, 4, torch.float64), None),
-        ("causal bool mask (T, T), broadcast over batch and heads",
-         *qkv((2, 2), 6, 6, 8, 8), ref.causal_mask(6)),
-        ("padding mask (batch, 1, 1, S), broadcast over heads and queries",
-         *qkv((2, 4), 5, 6, 8, 8), padding),
-        (f"on the notebook's device ({device}), causal mask",
-         *(t.to(device) for t in qkv((2, 2), 5, 5, 8, 8)), ref.causal_mask(5, device=device)),
+        (
+            "causal bool mask (T, T), broadcast over batch and heads",
+            *qkv((2, 2), 6, 6, 8, 8),
+            ref.causal_mask(6),
+        ),
+        (
+            "padding mask (batch, 1, 1, S), broadcast over heads and queries",
+            *qkv((2, 4), 5, 6, 8, 8),
+            padding,
+        ),
+        (
+            f"on the notebook's device ({device}), causal mask",
+            *(t.to(device) for t in qkv((2, 2), 5, 5, 8, 8)),
+            ref.causal_mask(5, device=device),
+        ),
     ]
     for case, q, k, v, mask in cases:
         inputs = {"q": q, "k": k, "v": v}
@@ -173,32 +178,41 @@ def check_attention(attention: Callable) -> None:
             return s if mask is None else s.masked_fill(~mask, float("-inf"))
 
         mistakes = {
-            "divide the scores by sqrt(d_k), with d_k = q.shape[-1]":
-                torch.softmax(masked(scores), dim=-1),
-            "divide by the square root of d_k, not by d_k":
-                torch.softmax(masked(scores / d_k), dim=-1),
+            "divide the scores by sqrt(d_k), with d_k = q.shape[-1]": torch.softmax(
+                masked(scores), dim=-1
+            ),
+            "divide by the square root of d_k, not by d_k": torch.softmax(
+                masked(scores / d_k), dim=-1
+            ),
             "the softmax normalises over the keys (the last axis, dim=-1), so that each row "
             "(one query) sums to one": torch.softmax(masked(scores / math.sqrt(d_k)), dim=-2),
         }
         if mask is not None:
-            mistakes["the mask is True where attention is *allowed*: fill the scores with -inf "
-                     "where mask is False"] = torch.softmax(
-                (scores / math.sqrt(d_k)).masked_fill(mask, float("-inf")), dim=-1
-            )
+            mistakes[
+                "the mask is True where attention is *allowed*: fill the scores with -inf "
+                "where mask is False"
+            ] = torch.softmax((scores / math.sqrt(d_k)).masked_fill(mask, float("-inf")), dim=-1)
             mistakes["apply the mask to the scores before the softmax"] = torch.softmax(
                 scores / math.sqrt(d_k), dim=-1
             )
         tol = _tolerance(q.dtype)
         compare(
-            f"{case}: weights", weights, w_ref, **tol,
+            f"{case}: weights",
+            weights,
+            w_ref,
+            **tol,
             hint=_diagnose(
-                weights, mistakes,
+                weights,
+                mistakes,
                 "weights = softmax(q @ k^T / sqrt(d_k)), masked with -inf where mask is False, "
                 "shape (..., T, S)",
             ),
         )
         compare(
-            f"{case}: out", out, torch_out, **tol,
+            f"{case}: out",
+            out,
+            torch_out,
+            **tol,
             hint="out = weights @ v, shape (..., T, d_v)",
         )
     passed("attention", len(cases))
@@ -210,8 +224,12 @@ def check_attention(attention: Callable) -> None:
 def check_causal_mask(causal_mask: Callable) -> None:
     """``causal_mask(T, device=None)``: bool ``(T, T)``, True where query i may attend to key j."""
     device = _device()
-    cases = [("T = 5", 5, None), ("T = 1", 1, None), ("T = 12", 12, None),
-             (f"T = 4 on the notebook's device ({device})", 4, device)]
+    cases = [
+        ("T = 5", 5, None),
+        ("T = 1", 1, None),
+        ("T = 12", 12, None),
+        (f"T = 4 on the notebook's device ({device})", 4, device),
+    ]
     for case, T, dev in cases:
         got = run_case(case, causal_mask, T, device=dev)
         expected = ref.causal_mask(T, device=dev)
@@ -221,21 +239,25 @@ def check_causal_mask(causal_mask: Callable) -> None:
                 "\n  hint: torch's convention is a bool mask, True where attention is allowed"
             )
         mistakes = {
-            "query i may see keys j <= i: keep the lower triangle (tril), not the upper one":
-                expected.T,
-            "a token may attend to itself: keep the diagonal": expected & ~torch.eye(
-                T, dtype=torch.bool, device=expected.device
-            ),
+            "query i may see keys j <= i: keep the lower triangle (tril), not the upper one": expected.T,
+            "a token may attend to itself: keep the diagonal": expected
+            & ~torch.eye(T, dtype=torch.bool, device=expected.device),
             "True marks the allowed keys (j <= i), not the masked ones": ~expected,
         }
         hint = "mask[i, j] is True exactly when j <= i"
         for text, candidate in mistakes.items():
-            if isinstance(got, torch.Tensor) and got.shape == candidate.shape and torch.equal(
-                got.cpu(), candidate.cpu()
+            if (
+                isinstance(got, torch.Tensor)
+                and got.shape == candidate.shape
+                and torch.equal(got.cpu(), candidate.cpu())
             ):
                 hint = text
                 break
-        if isinstance(got, torch.Tensor) and got.dtype == torch.bool and got.shape == expected.shape:
+        if (
+            isinstance(got, torch.Tensor)
+            and got.dtype == torch.bool
+            and got.shape == expected.shape
+        ):
             if got.device != expected.device:
                 raise CheckFailed(
                     f"[{case}] expected the mask on {expected.device}, got {got.device}"
@@ -298,7 +320,9 @@ def check_split_merge_heads(split_heads: Callable, merge_heads: Callable) -> Non
         merged = run_case(f"merge_heads, {case}", merge_heads, z)
         assert_unchanged(case, z_before, z, "z")
         compare(
-            f"merge_heads, {case}", merged, ref.merge_heads(z),
+            f"merge_heads, {case}",
+            merged,
+            ref.merge_heads(z),
             hint="concatenate the heads along the last axis: (batch, pos, n_heads * d_head)",
         )
         back = run_case(f"merge_heads(split_heads(x)), {case}", merge_heads, got)
@@ -383,9 +407,13 @@ def check_self_attention(self_attention: Callable) -> None:
         if isinstance(got, torch.Tensor):
             got = got.detach()
         compare(
-            case, got, expected, **_tolerance(dtype),
+            case,
+            got,
+            expected,
+            **_tolerance(dtype),
             hint=_diagnose(
-                got, mistakes,
+                got,
+                mistakes,
                 "q, k, v = (x @ W^T + b).split(d_model, dim=-1) with W = attn.c_attn.weight; "
                 "split heads, causal attention per head, merge, then attn.c_proj",
             ),
@@ -409,14 +437,14 @@ def _alternatives_block(x: torch.Tensor, block: Block) -> dict:
     mid = x + attn(ln(x, block.ln1))
     post_ln_mid = ln(x + attn(x), block.ln1)
     return {
-        "GPT-2 uses the tanh approximation of GELU: F.gelu(h, approximate='tanh')":
-            mid + mlp(ln(mid, block.ln2), exact=True),
+        "GPT-2 uses the tanh approximation of GELU: F.gelu(h, approximate='tanh')": mid
+        + mlp(ln(mid, block.ln2), exact=True),
         "GPT-2 is pre-LayerNorm: normalise the *input* of each sublayer, x + Attn(LN1(x)), "
         "not the sum (post-LN, Vaswani et al.)": ln(post_ln_mid + mlp(post_ln_mid), block.ln2),
         "each sublayer is added to the residual stream: mid = x + Attn(LN1(x)), "
         "out = mid + MLP(LN2(mid))": mlp(ln(attn(ln(x, block.ln1)), block.ln2)),
-        "the MLP reads LN2(mid), where mid = x + Attn(LN1(x)) includes the attention output":
-            mid + mlp(ln(x, block.ln2)),
+        "the MLP reads LN2(mid), where mid = x + Attn(LN1(x)) includes the attention output": mid
+        + mlp(ln(x, block.ln2)),
     }
 
 
@@ -432,8 +460,15 @@ def check_block_forward(block_forward: Callable) -> None:
         (f"on the notebook's device ({device})", 2, 4, 16, 4, 64, torch.float32, device),
     ]
     for case, batch, pos, d_model, n_heads, d_mlp, dtype, dev in cases:
-        config = GPTConfig(vocab_size=10, n_ctx=8, d_model=d_model, n_layer=1, n_head=n_heads,
-                           d_mlp=d_mlp, layer_norm_eps=1e-3)
+        config = GPTConfig(
+            vocab_size=10,
+            n_ctx=8,
+            d_model=d_model,
+            n_layer=1,
+            n_head=n_heads,
+            d_mlp=d_mlp,
+            layer_norm_eps=1e-3,
+        )
         block = Block(config).to(dtype)
         _randomize(block, g)
         block = block.to(dev)
@@ -449,9 +484,13 @@ def check_block_forward(block_forward: Callable) -> None:
         if isinstance(got, torch.Tensor):
             got = got.detach()
         compare(
-            case, got, expected, **_tolerance(dtype),
+            case,
+            got,
+            expected,
+            **_tolerance(dtype),
             hint=_diagnose(
-                got, mistakes,
+                got,
+                mistakes,
                 "mid = x + Attn(LN1(x)); out = mid + MLP(LN2(mid)), with F.layer_norm(..., eps="
                 "block.ln1.eps) and MLP(h) = c_proj(GELU_tanh(c_fc(h)))",
             ),
@@ -473,15 +512,31 @@ def check_attention_to(attention_to: Callable) -> None:
         return torch.softmax(scores.masked_fill(~ref.causal_mask(pos), float("-inf")), -1)
 
     cases = [
-        ("batch 4, 3 heads, pos 7", pattern(4, 3, 7),
-         torch.tensor([6, 5, 6, 3]), torch.tensor([2, 0, 4, 1])),
+        (
+            "batch 4, 3 heads, pos 7",
+            pattern(4, 3, 7),
+            torch.tensor([6, 5, 6, 3]),
+            torch.tensor([2, 0, 4, 1]),
+        ),
         ("batch of 1", pattern(1, 4, 5), torch.tensor([4]), torch.tensor([1])),
-        ("query attends to itself (key_pos == query_pos)", pattern(3, 2, 6),
-         torch.tensor([5, 2, 4]), torch.tensor([5, 2, 4])),
-        ("float64, 1 head", pattern(5, 1, 4, torch.float64),
-         torch.tensor([3, 3, 2, 1, 0]), torch.tensor([0, 1, 2, 1, 0])),
-        (f"on the notebook's device ({device})", pattern(3, 4, 6).to(device),
-         torch.tensor([5, 4, 3], device=device), torch.tensor([0, 2, 3], device=device)),
+        (
+            "query attends to itself (key_pos == query_pos)",
+            pattern(3, 2, 6),
+            torch.tensor([5, 2, 4]),
+            torch.tensor([5, 2, 4]),
+        ),
+        (
+            "float64, 1 head",
+            pattern(5, 1, 4, torch.float64),
+            torch.tensor([3, 3, 2, 1, 0]),
+            torch.tensor([0, 1, 2, 1, 0]),
+        ),
+        (
+            f"on the notebook's device ({device})",
+            pattern(3, 4, 6).to(device),
+            torch.tensor([5, 4, 3], device=device),
+            torch.tensor([0, 2, 3], device=device),
+        ),
     ]
     for case, p, qpos, kpos in cases:
         before = snapshot(p)
@@ -547,8 +602,9 @@ def check_ablate_head(ablate_head: Callable) -> None:
             mistakes = {
                 "zero one head only: z has shape (batch, pos, n_heads, d_head), "
                 "so the head is the third axis": reference(t, layer, head, heads=slice(None)),
-                "the hook's name must use the layer argument: f'blocks.{layer}.attn.hook_z'":
-                    reference(t, 1 - layer, head),
+                "the hook's name must use the layer argument: f'blocks.{layer}.attn.hook_z'": reference(
+                    t, 1 - layer, head
+                ),
                 "your function returned the clean logits: is the hook function returning the "
                 "modified z (or modifying it in place)?": clean,
             }
@@ -557,9 +613,12 @@ def check_ablate_head(ablate_head: Callable) -> None:
             if isinstance(got, torch.Tensor):
                 got = got.detach()
             compare(
-                case, got, expected,
+                case,
+                got,
+                expected,
                 hint=_diagnose(
-                    got, mistakes,
+                    got,
+                    mistakes,
                     "run model.run_with_hooks with a hook on f'blocks.{layer}.attn.hook_z' that "
                     "sets z[:, :, head] to 0; return the logits (batch, pos, d_vocab)",
                 ),

@@ -24,6 +24,8 @@ import labcore
 from labcore import dynamics as D
 from labcore import mean_field as MF
 from labcore.checks import CheckFailed, assert_unchanged, compare, passed, run_case, snapshot
+from labcore.checks import diagnose as _diagnose
+from labcore.checks import forbid as _forbid
 
 __all__ = [
     "check_project_tangent",
@@ -50,42 +52,6 @@ def _device() -> torch.device:
 
 def _tolerance(dtype: torch.dtype) -> dict[str, float]:
     return {"atol": 1e-10, "rtol": 1e-8} if dtype == F64 else {"atol": 2e-5, "rtol": 1e-4}
-
-
-def _same(a: Tensor, b: Tensor) -> bool:
-    return (
-        a.shape == b.shape
-        and a.dtype == b.dtype
-        and a.device == b.device
-        and bool(torch.allclose(a.detach(), b.detach(), atol=1e-5, rtol=1e-4))
-    )
-
-
-def _diagnose(
-    got: object, expected: Tensor, mistakes: dict[str, Callable[[], Tensor]], default: str
-) -> str:
-    """The hint of the first typical mistake whose result equals ``got``, else ``default``.
-
-    Candidates are computed lazily and may fail (a mistake that cannot happen for this input);
-    a candidate that equals the right answer for this input is skipped.
-    """
-    if not isinstance(got, Tensor):
-        return default
-    for hint, make in mistakes.items():
-        try:
-            candidate = make()
-        except Exception:  # noqa: BLE001 - this mistake is not computable here: no match
-            continue
-        if _same(got, candidate) and not _same(candidate, expected):
-            return hint
-    return default
-
-
-def _forbid(message: str) -> Callable[..., None]:
-    def forbidden(*args: object, **kwargs: object) -> None:
-        raise CheckFailed(message)
-
-    return forbidden
 
 
 @contextlib.contextmanager
@@ -149,10 +115,12 @@ def _two_particle_gap(phi0: float, t: float) -> float:
     return 2 * math.atan(math.tan(phi0 / 2) * math.exp(-t))
 
 
-def _integrate(velocity, x0: Tensor, t_max: float, n_steps: int, method: str,
-               renormalize: bool = True) -> Tensor:
-    return D.simulate(x0, t_max, t_max / n_steps, velocity, method=method,
-                      renormalize=renormalize, progress=False)
+def _integrate(
+    velocity, x0: Tensor, t_max: float, n_steps: int, method: str, renormalize: bool = True
+) -> Tensor:
+    return D.simulate(
+        x0, t_max, t_max / n_steps, velocity, method=method, renormalize=renormalize, progress=False
+    )
 
 
 def _gap(x: Tensor) -> float:
@@ -162,6 +130,7 @@ def _gap(x: Tensor) -> float:
 
 def _reference_order(method: str, dts: list[float], t_max: float, phi0: float) -> float:
     if method == "midpoint":
+
         def simulate(x0: Tensor, dt: float) -> Tensor:
             x = x0
             for _ in range(round(t_max / dt)):
@@ -169,9 +138,12 @@ def _reference_order(method: str, dts: list[float], t_max: float, phi0: float) -
                 x = x / x.norm(dim=-1, keepdim=True)
             return x
     else:
+
         def simulate(x0: Tensor, dt: float) -> Tensor:
-            return _integrate(lambda y: D.attention_velocity(y, 0.0), x0, t_max,
-                              round(t_max / dt), method)[-1]
+            return _integrate(
+                lambda y: D.attention_velocity(y, 0.0), x0, t_max, round(t_max / dt), method
+            )[-1]
+
     x0 = D.from_angles(torch.tensor([0.0, phi0], dtype=F64))
     exact = _two_particle_gap(phi0, t_max)
     errors = [abs(_gap(simulate(x0, dt)) - exact) for dt in dts]
@@ -186,8 +158,9 @@ def _projection_mistakes(x: Tensor, v: Tensor) -> dict[str, Callable[[], Tensor]
     return {
         "subtract <x, v> x (the component along x), not <x, v> v: the seed presentation made "
         "this slip, and (1 - <x, v>) v is not orthogonal to x": lambda: v - inner * v,
-        "P_perp_x v = v - <x, v> x removes the radial part; <x, v> x is the radial part itself":
-            lambda: inner * x,
+        "P_perp_x v = v - <x, v> x removes the radial part; <x, v> x is the radial part itself": lambda: (
+            inner * x
+        ),
         "the inner product <x, v> sums over the last dimension only (the d coordinates of each "
         "particle): (x * v).sum(-1, keepdim=True)": lambda: v - (x * v).sum() * x,
     }
@@ -218,8 +191,12 @@ def check_project_tangent(project_tangent: Callable) -> None:
         assert_unchanged(case, before[0], x, "x")
         assert_unchanged(case, before[1], v, "v")
         expected = D.project_tangent(x, v)
-        hint = _diagnose(got, expected, _projection_mistakes(x, v),
-                         "P_perp_x v = v - <x, v> x with <x, v> = (x * v).sum(-1, keepdim=True)")
+        hint = _diagnose(
+            got,
+            expected,
+            _projection_mistakes(x, v),
+            "P_perp_x v = v - <x, v> x with <x, v> = (x * v).sum(-1, keepdim=True)",
+        )
         compare(case, got, expected, **_tolerance(x.dtype), hint=hint)
     passed("project_tangent", len(cases))
 
@@ -236,16 +213,17 @@ def _attention_mistakes(x: Tensor, beta: float, Q, K, V) -> dict[str, Callable[[
     return {
         "project with P_perp_x y = y - <x, y> x: you subtracted <x, y> y, the seed "
         "presentation's slip, which gives (e, 1) / (1 + e)^2 for x1 in the worked example, "
-        "a vector that is not tangent to the circle":
-            lambda: y - (x * y).sum(-1, keepdim=True) * y,
+        "a vector that is not tangent to the circle": lambda: y - (x * y).sum(-1, keepdim=True) * y,
         "project the attention output onto the tangent space: velocity = P_perp_x(y) with "
         "y_i = sum_j softmax_j(beta <Q x_i, K x_j>) V x_j": lambda: y,
         "the softmax normalises over the keys j (the last axis, dim=-1): each particle's "
         "weights sum to one": lambda: D.project_tangent(x, torch.softmax(scores, dim=-2) @ v),
-        "multiply the scores by beta (the inverse temperature)":
-            lambda: D.attention_velocity(x, 1.0, Q, K, V),
-        "the values are V x_j; for rows x_j this is x @ V.T (not x @ V)":
-            lambda: D.attention_velocity(x, beta, Q, K, V.mT),
+        "multiply the scores by beta (the inverse temperature)": lambda: D.attention_velocity(
+            x, 1.0, Q, K, V
+        ),
+        "the values are V x_j; for rows x_j this is x @ V.T (not x @ V)": lambda: (
+            D.attention_velocity(x, beta, Q, K, V.mT)
+        ),
     }
 
 
@@ -255,9 +233,11 @@ def check_attention_velocity(attention_velocity: Callable) -> None:
     device = _device()
 
     def mats(d: int, d_head: int, dtype: torch.dtype = torch.float32):
-        return (torch.randn(d_head, d, generator=g, dtype=F64).to(dtype) / math.sqrt(d),
-                torch.randn(d_head, d, generator=g, dtype=F64).to(dtype) / math.sqrt(d),
-                torch.randn(d, d, generator=g, dtype=F64).to(dtype) / math.sqrt(d))
+        return (
+            torch.randn(d_head, d, generator=g, dtype=F64).to(dtype) / math.sqrt(d),
+            torch.randn(d_head, d, generator=g, dtype=F64).to(dtype) / math.sqrt(d),
+            torch.randn(d, d, generator=g, dtype=F64).to(dtype) / math.sqrt(d),
+        )
 
     example = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=F64)
     cases = [
@@ -278,20 +258,25 @@ def check_attention_velocity(attention_velocity: Callable) -> None:
     ]  # fmt: skip
     for case, x, beta, (Q, K, V) in cases:
         before = snapshot(x)
-        with _without((D, "attention_velocity"), (D, "transformer_velocity"),
-                      what="the attention velocity"):
+        with _without(
+            (D, "attention_velocity"), (D, "transformer_velocity"), what="the attention velocity"
+        ):
             got = run_case(case, attention_velocity, x, beta, Q, K, V)
         assert_unchanged(case, before, x, "x")
         expected = D.attention_velocity(x, beta, Q, K, V)
         mistakes = _attention_mistakes(x, beta, Q, K, V)
         default = "y_i = sum_j softmax_j(beta <Q x_i, K x_j>) V x_j, then P_perp_{x_i} y_i"
         if beta >= 100:
-            default = ("exp(200) overflows in float32 (inf / inf = nan): use torch.softmax, "
-                       "which subtracts the largest score first")
+            default = (
+                "exp(200) overflows in float32 (inf / inf = nan): use torch.softmax, "
+                "which subtracts the largest score first"
+            )
         hint = _diagnose(got, expected, mistakes, default)
         if case.startswith("the worked example"):
-            hint += ("\n  by hand: softmax weights of x1 are (e, 1) / (1 + e), y1 = (e, 1) / (1 + e),"
-                     " <x1, y1> = e / (1 + e), so dx1/dt = y1 - <x1, y1> x1 = (0, 1 / (1 + e))")
+            hint += (
+                "\n  by hand: softmax weights of x1 are (e, 1) / (1 + e), y1 = (e, 1) / (1 + e),"
+                " <x1, y1> = e / (1 + e), so dx1/dt = y1 - <x1, y1> x1 = (0, 1 / (1 + e))"
+            )
         compare(case, got, expected, **_tolerance(x.dtype), hint=hint)
     passed("attention_velocity", len(cases))
 
@@ -319,8 +304,9 @@ def _euler_mistakes(velocity, x: Tensor, dt: float) -> dict[str, Callable[[], Te
     return {
         "move along the velocity: x + dt v(x), not x - dt v(x)": lambda: x - dt * v,
         "scale the velocity by the time step: x + dt v(x)": lambda: x + v,
-        "do not renormalise inside the step (integrate does that after each step)":
-            lambda: (x + dt * v) / (x + dt * v).norm(dim=-1, keepdim=True),
+        "do not renormalise inside the step (integrate does that after each step)": lambda: (
+            (x + dt * v) / (x + dt * v).norm(dim=-1, keepdim=True)
+        ),
     }
 
 
@@ -335,11 +321,14 @@ def check_euler_step(euler_step: Callable) -> None:
             got = run_case(case, euler_step, counted, x, dt)
         assert_unchanged(case, before, x, "x")
         if counted.calls != 1:
-            raise CheckFailed(f"[{case}] your step evaluated the velocity {counted.calls} times"
-                              "\n  hint: an explicit Euler step evaluates the velocity once, at x")
+            raise CheckFailed(
+                f"[{case}] your step evaluated the velocity {counted.calls} times"
+                "\n  hint: an explicit Euler step evaluates the velocity once, at x"
+            )
         expected = _euler_step(velocity, x, dt)
-        hint = _diagnose(got, expected, _euler_mistakes(velocity, x, dt),
-                         "x_{k+1} = x_k + dt v(x_k)")
+        hint = _diagnose(
+            got, expected, _euler_mistakes(velocity, x, dt), "x_{k+1} = x_k + dt v(x_k)"
+        )
         compare(case, got, expected, **_tolerance(x.dtype), hint=hint)
     passed("euler_step", len(cases))
 
@@ -348,12 +337,15 @@ def _rk4_mistakes(f, x: Tensor, dt: float) -> dict[str, Callable[[], Tensor]]:
     return {
         "k2 and k3 are evaluated half a step ahead: k2 = v(x + (dt/2) k1), "
         "k3 = v(x + (dt/2) k2)": lambda: _rk4_variant(f, x, dt, half=1.0),
-        "the weights are (k1 + 2 k2 + 2 k3 + k4) / 6":
-            lambda: _rk4_variant(f, x, dt, weights=(1, 1, 1, 1), divide=4),
-        "k3 uses k2 and k4 uses k3 (each stage uses the previous one), not k1":
-            lambda: _rk4_variant(f, x, dt, chain=False),
-        "multiply the weighted average by dt: x + (dt / 6)(k1 + 2 k2 + 2 k3 + k4)":
-            lambda: _rk4_variant(f, x, dt, scale=False),
+        "the weights are (k1 + 2 k2 + 2 k3 + k4) / 6": lambda: _rk4_variant(
+            f, x, dt, weights=(1, 1, 1, 1), divide=4
+        ),
+        "k3 uses k2 and k4 uses k3 (each stage uses the previous one), not k1": lambda: (
+            _rk4_variant(f, x, dt, chain=False)
+        ),
+        "multiply the weighted average by dt: x + (dt / 6)(k1 + 2 k2 + 2 k3 + k4)": lambda: (
+            _rk4_variant(f, x, dt, scale=False)
+        ),
         "that is one Euler step; RK4 combines four slopes": lambda: x + dt * f(x),
     }
 
@@ -369,18 +361,34 @@ def check_rk4_step(rk4_step: Callable) -> None:
             got = run_case(case, rk4_step, counted, x, dt)
         assert_unchanged(case, before, x, "x")
         if counted.calls != 4:
-            raise CheckFailed(f"[{case}] your step evaluated the velocity {counted.calls} times"
-                              "\n  hint: RK4 evaluates it four times: k1, k2, k3, k4")
+            raise CheckFailed(
+                f"[{case}] your step evaluated the velocity {counted.calls} times"
+                "\n  hint: RK4 evaluates it four times: k1, k2, k3, k4"
+            )
         mistakes = _rk4_mistakes(velocity, x, dt)
         expected = _rk4_step(velocity, x, dt)
-        hint = _diagnose(got, expected, mistakes, "k1 = v(x), k2 = v(x + dt/2 k1), k3 = v(x + dt/2 k2), "
-                         "k4 = v(x + dt k3), x + dt/6 (k1 + 2 k2 + 2 k3 + k4)")
+        hint = _diagnose(
+            got,
+            expected,
+            mistakes,
+            "k1 = v(x), k2 = v(x + dt/2 k1), k3 = v(x + dt/2 k2), "
+            "k4 = v(x + dt k3), x + dt/6 (k1 + 2 k2 + 2 k3 + k4)",
+        )
         compare(case, got, expected, **_tolerance(x.dtype), hint=hint)
     passed("rk4_step", len(cases))
 
 
-def _rk4_variant(f, x: Tensor, dt: float, *, half: float = 0.5, weights=(1, 2, 2, 1),
-                 divide: float = 6, chain: bool = True, scale: bool = True) -> Tensor:
+def _rk4_variant(
+    f,
+    x: Tensor,
+    dt: float,
+    *,
+    half: float = 0.5,
+    weights=(1, 2, 2, 1),
+    divide: float = 6,
+    chain: bool = True,
+    scale: bool = True,
+) -> Tensor:
     k1 = f(x)
     k2 = f(x + half * dt * k1)
     k3 = f(x + half * dt * (k2 if chain else k1))
@@ -392,18 +400,23 @@ def _rk4_variant(f, x: Tensor, dt: float, *, half: float = 0.5, weights=(1, 2, 2
 # --------------------------------------------------------------------------------------------------
 # exercise 5: the time loop
 # --------------------------------------------------------------------------------------------------
-def _integrate_mistakes(velocity, x0: Tensor, t_max: float, n_steps: int, method: str,
-                        renormalize: bool) -> dict[str, Callable[[], Tensor]]:
+def _integrate_mistakes(
+    velocity, x0: Tensor, t_max: float, n_steps: int, method: str, renormalize: bool
+) -> dict[str, Callable[[], Tensor]]:
     return {
-        "the trajectory starts with x0: return n_steps + 1 frames (x0, x1, ..., x_n)":
-            lambda: _integrate(velocity, x0, t_max, n_steps, method, renormalize)[1:],
-        "renormalise only when renormalize=True":
-            lambda: _integrate(velocity, x0, t_max, n_steps, method, True),
+        "the trajectory starts with x0: return n_steps + 1 frames (x0, x1, ..., x_n)": lambda: (
+            _integrate(velocity, x0, t_max, n_steps, method, renormalize)[1:]
+        ),
+        "renormalise only when renormalize=True": lambda: _integrate(
+            velocity, x0, t_max, n_steps, method, True
+        ),
         "after each step divide every particle by its norm (over the last dimension): "
-        "x / x.norm(dim=-1, keepdim=True)":
-            lambda: _integrate(velocity, x0, t_max, n_steps, method, False),
-        "the step size is dt = t_max / n_steps":
-            lambda: _integrate(velocity, x0, n_steps * 1.0, n_steps, method, renormalize),
+        "x / x.norm(dim=-1, keepdim=True)": lambda: _integrate(
+            velocity, x0, t_max, n_steps, method, False
+        ),
+        "the step size is dt = t_max / n_steps": lambda: _integrate(
+            velocity, x0, n_steps * 1.0, n_steps, method, renormalize
+        ),
     }
 
 
@@ -438,17 +451,25 @@ def check_integrate(integrate: Callable) -> None:
             return steps[method](v, x, dt)
 
         with _without((D, "simulate"), what="the time loop"):
-            got = run_case(case, integrate, velocity, x0, t_max, n_steps, step,
-                           renormalize=renormalize)
+            got = run_case(
+                case, integrate, velocity, x0, t_max, n_steps, step, renormalize=renormalize
+            )
         assert_unchanged(case, before, x0, "x0")
         if calls != n_steps:
-            raise CheckFailed(f"[{case}] step was called {calls} times, expected {n_steps}"
-                              "\n  hint: call step(velocity, x, dt) once per time step, with "
-                              "dt = t_max / n_steps")
+            raise CheckFailed(
+                f"[{case}] step was called {calls} times, expected {n_steps}"
+                "\n  hint: call step(velocity, x, dt) once per time step, with "
+                "dt = t_max / n_steps"
+            )
         expected = _integrate(velocity, x0, t_max, n_steps, method, renormalize)
         mistakes = _integrate_mistakes(velocity, x0, t_max, n_steps, method, renormalize)
-        hint = _diagnose(got, expected, mistakes, "frames[0] = x0, frames[k+1] = step(velocity, "
-                         "frames[k], dt), renormalised if asked; stack them along a new first axis")
+        hint = _diagnose(
+            got,
+            expected,
+            mistakes,
+            "frames[0] = x0, frames[k+1] = step(velocity, "
+            "frames[k], dt), renormalised if asked; stack them along a new first axis",
+        )
         compare(case, got, expected, **_tolerance(x0.dtype), hint=hint)
     passed("integrate", len(cases))
 
@@ -469,8 +490,9 @@ def check_convergence_order(convergence_order: Callable) -> None:
         try:
             slope = float(got)
         except (TypeError, ValueError):
-            raise CheckFailed(f"[{case}] expected a number (the fitted slope), got "
-                              f"{type(got).__name__}") from None
+            raise CheckFailed(
+                f"[{case}] expected a number (the fitted slope), got {type(got).__name__}"
+            ) from None
         expected = _reference_order(method, dts, 2.0, 1.5)
         if not abs(slope - expected) < 0.02:
             raise CheckFailed(
@@ -486,19 +508,29 @@ def check_convergence_order(convergence_order: Callable) -> None:
 # --------------------------------------------------------------------------------------------------
 # exercise 7: cluster counts over time, for several beta
 # --------------------------------------------------------------------------------------------------
-def _reference_counts(x0: Tensor, betas, t_max: float, dt: float, tol: float,
-                      record_every: int) -> Tensor:
+def _reference_counts(
+    x0: Tensor, betas, t_max: float, dt: float, tol: float, record_every: int
+) -> Tensor:
     counts = []
     for beta in betas:
-        traj = D.simulate(x0, t_max, dt, lambda x, beta=beta: D.attention_velocity(x, beta),
-                          record_every=record_every, progress=False)
+        traj = D.simulate(
+            x0,
+            t_max,
+            dt,
+            lambda x, beta=beta: D.attention_velocity(x, beta),
+            record_every=record_every,
+            progress=False,
+        )
         counts.append(D.count_clusters(traj, tol))
     return torch.stack(counts)
 
 
 def _transposed(expected: Tensor) -> dict[str, Callable[[], Tensor]]:
-    return {"stack the counts as (len(betas), T, *batch): one row per beta, then time":
-            lambda: expected.transpose(0, 1)}
+    return {
+        "stack the counts as (len(betas), T, *batch): one row per beta, then time": lambda: (
+            expected.transpose(0, 1)
+        )
+    }
 
 
 def check_cluster_counts(cluster_counts: Callable) -> None:
@@ -522,7 +554,9 @@ def check_cluster_counts(cluster_counts: Callable) -> None:
         if isinstance(got, Tensor) and got.shape == expected.shape and got.dtype != expected.dtype:
             got = got.to(expected.dtype) if not got.is_floating_point() else got
         hint = _diagnose(
-            got, expected, _transposed(expected),
+            got,
+            expected,
+            _transposed(expected),
             "for each beta, simulate with D.simulate (keeping one frame every record_every steps) "
             "and count with D.count_clusters(trajectory, tol); frame 0 is x0",
         )
@@ -572,8 +606,9 @@ def _continuity_rhs(rho: Tensor, beta: float) -> Tensor:
 def _velocity_mistakes(expected: Tensor, beta: float) -> dict[str, Callable[[], Tensor]]:
     return {
         "divide by beta: v = Z' / (beta Z)": lambda: beta * expected,
-        "d/dtheta e^{i k theta} = +i k e^{i k theta}: multiply the coefficients by +1j * k":
-            lambda: -expected,
+        "d/dtheta e^{i k theta} = +i k e^{i k theta}: multiply the coefficients by +1j * k": lambda: (
+            -expected
+        ),
     }
 
 
@@ -588,11 +623,15 @@ def check_circle_velocity(circle_velocity: Callable) -> None:
         assert_unchanged(case, before, rho, "rho")
         expected = MF.circle_velocity(rho, beta)
         if isinstance(got, Tensor) and got.is_complex():
-            raise CheckFailed(f"[{case}] your result is complex ({got.dtype})\n  hint: go back "
-                              "to the grid with torch.fft.irfft(..., n=n_grid), which returns a "
-                              "real tensor")
+            raise CheckFailed(
+                f"[{case}] your result is complex ({got.dtype})\n  hint: go back "
+                "to the grid with torch.fft.irfft(..., n=n_grid), which returns a "
+                "real tensor"
+            )
         hint = _diagnose(
-            got, expected, _velocity_mistakes(expected, beta),
+            got,
+            expected,
+            _velocity_mistakes(expected, beta),
             "v = Z' / (beta Z) with Z = k_beta * rho: multiply the rfft coefficients of rho by the "
             "kernel's (MF.circle_kernel_coefficients, in rho's dtype and on its device), drop the "
             "Nyquist mode, and differentiate with 1j * k",
@@ -604,8 +643,9 @@ def check_circle_velocity(circle_velocity: Callable) -> None:
 def _rhs_mistakes(rho: Tensor, beta: float, expected: Tensor) -> dict[str, Callable[[], Tensor]]:
     return {
         "the sign: d rho/dt = -d/dtheta(rho v) (mass flows along v)": lambda: -expected,
-        "differentiate the flux rho v, not the velocity alone":
-            lambda: -_spectral_derivative(MF.circle_velocity(rho, beta)),
+        "differentiate the flux rho v, not the velocity alone": lambda: (
+            -_spectral_derivative(MF.circle_velocity(rho, beta))
+        ),
     }
 
 
@@ -619,7 +659,9 @@ def check_continuity_rhs(continuity_rhs: Callable) -> None:
         assert_unchanged(case, before, rho, "rho")
         expected = _continuity_rhs(rho, beta)
         hint = _diagnose(
-            got, expected, _rhs_mistakes(rho, beta, expected),
+            got,
+            expected,
+            _rhs_mistakes(rho, beta, expected),
             "the flux is rho * v[rho]; differentiate it spectrally (1j * k, Nyquist mode dropped) "
             "and change the sign",
         )

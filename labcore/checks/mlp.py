@@ -257,7 +257,9 @@ def check_relu_interpolant_params(relu_interpolant_params: Callable) -> None:
         assert_unchanged(case, before[0], kx, "knots_x")
         assert_unchanged(case, before[1], ky, "knots_y")
         if not isinstance(got, (tuple, list)) or len(got) != 4:
-            raise CheckFailed(f"[{case}] expected a tuple (W1, b1, W2, b2), got {type(got).__name__}")
+            raise CheckFailed(
+                f"[{case}] expected a tuple (W1, b1, W2, b2), got {type(got).__name__}"
+            )
         W1, b1, W2, b2 = got
         if not all(isinstance(t, Tensor) for t in got):
             raise CheckFailed(f"[{case}] W1, b1, W2, b2 must all be tensors")

@@ -27,6 +27,8 @@ from torch import nn
 import labcore
 from labcore import transcoder as ref
 from labcore.checks import CheckFailed, assert_unchanged, compare, passed, run_case, snapshot
+from labcore.checks import diagnose as _diagnose
+from labcore.checks import forbid as _forbid
 from labcore.transformer import GPT, GPTConfig
 
 __all__ = [
@@ -53,43 +55,6 @@ def _device() -> torch.device:
 
 def _tolerance(dtype: torch.dtype) -> dict[str, float]:
     return {"atol": 1e-10, "rtol": 1e-8} if dtype == F64 else {"atol": 2e-5, "rtol": 1e-4}
-
-
-def _same(a: object, b: Tensor) -> bool:
-    return (
-        isinstance(a, Tensor)
-        and a.shape == b.shape
-        and a.dtype == b.dtype
-        and a.device == b.device
-        and bool(torch.allclose(a.detach(), b.detach(), atol=1e-5, rtol=1e-4, equal_nan=True))
-    )
-
-
-def _diagnose(
-    got: object, expected: Tensor, mistakes: dict[str, Callable[[], Tensor]], default: str
-) -> str:
-    """The hint of the first typical mistake whose result equals ``got``, else ``default``.
-
-    Candidates are computed lazily and may fail (a mistake that cannot happen for this input);
-    a candidate that equals the right answer for this input is skipped.
-    """
-    if not isinstance(got, Tensor):
-        return default
-    for hint, make in mistakes.items():
-        try:
-            candidate = make()
-        except Exception:  # noqa: BLE001 - this mistake is not computable here: no match
-            continue
-        if _same(got, candidate) and not _same(candidate, expected):
-            return hint
-    return default
-
-
-def _forbid(message: str) -> Callable[..., None]:
-    def forbidden(*args: object, **kwargs: object) -> None:
-        raise CheckFailed(message)
-
-    return forbidden
 
 
 @contextlib.contextmanager
