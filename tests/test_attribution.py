@@ -20,6 +20,8 @@ from labcore.attribution import (
     dasp,
     gradient_x_input,
     integrated_gradients,
+    integrated_gradients_exact,
+    path_kinks,
     quadrature,
     saliency,
     shapley_exact,
@@ -687,3 +689,81 @@ def test_shapley_sampling_permutations_are_diverse_for_small_seeds():
         perms = _permutations(40, 2, _generator(seed), antithetic=False)
         first = (perms[:, 0] == 0).float().mean().item()
         assert 0.2 < first < 0.8, f"seed {seed}: player 0 first in {first:.0%} of permutations"
+
+
+# ------------------------------------------------------------------------------------------------
+# Exact integrated gradients of piecewise-linear networks
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sizes", [[10, 32, 1], [16, 64, 64, 10], [12, 32, 32, 32, 3]])
+def test_exact_ig_is_complete_to_round_off_where_quadrature_is_not(sizes) -> None:
+    torch.manual_seed(1)
+    model = MLP(sizes, activation="relu").to(F64).eval()
+    x = torch.randn(128, sizes[0], dtype=F64)
+    target = None if sizes[-1] == 1 else model(x).argmax(1)
+    attributions, delta = integrated_gradients_exact(model, x, target=target, return_delta=True)
+    assert attributions.shape == x.shape
+    assert delta.abs().max() < 1e-12
+    # fixed-node quadrature converges to it, at first order in the number of steps
+    errors = []
+    for steps in (16, 256, 4096):
+        quad = integrated_gradients(model, x, target=target, steps=steps, method="riemann_middle")
+        errors.append(((quad - attributions).norm() / attributions.norm()).item())
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 2e-3
+    assert errors[0] / errors[2] > 30
+
+
+def test_exact_ig_on_a_conv_net_with_a_baseline_and_any_batch_size() -> None:
+    torch.manual_seed(2)
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Sequential(nn.Linear(3 * 4 * 4, 8), nn.ReLU()),
+        nn.Linear(8, 4),
+    ).to(F64)
+    x = torch.randn(6, 1, 6, 6, dtype=F64)
+    baseline = torch.full((1, 6, 6), 0.3, dtype=F64)
+    full, delta = integrated_gradients_exact(model, x, baseline, target=2, return_delta=True)
+    assert delta.abs().max() < 1e-12
+    for batch_size in (1, 7, 1000):
+        chunked = integrated_gradients_exact(model, x, baseline, target=2, batch_size=batch_size)
+        torch.testing.assert_close(chunked, full, rtol=1e-12, atol=1e-14)
+
+
+def test_exact_ig_of_an_affine_model_is_weight_times_displacement() -> None:
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(5, 3)).to(F64)
+    x = torch.randn(4, 5, dtype=F64)
+    baseline = torch.randn(5, dtype=F64)
+    attributions = integrated_gradients_exact(model, x, baseline, target=1)
+    torch.testing.assert_close(attributions, (x - baseline) * model[0].weight[1])
+    assert path_kinks(model, x, baseline).shape == (4, 2)  # no ReLU: just the two ends
+
+
+def test_path_kinks_are_sorted_and_every_interior_one_switches_a_relu() -> None:
+    torch.manual_seed(4)
+    model = MLP([6, 16, 16, 2], activation="relu").to(F64).eval()
+    x = torch.randn(20, 6, dtype=F64)
+    alphas = path_kinks(model, x)
+    assert (alphas[:, 0] == 0).all() and (alphas[:, -1] == 1).all()
+    assert (alphas.diff(dim=1) >= 0).all()
+    layers = layers_of(model)
+    for b in range(3):  # a few samples, one kink at a time (test code: loops are fine)
+        interior = alphas[b][(alphas[b] > 0) & (alphas[b] < 1)].unique()
+        assert len(interior) > 0
+        for alpha in interior:
+            h, smallest = alpha * x[b : b + 1], math.inf
+            for layer in layers:
+                if isinstance(layer, nn.ReLU):
+                    smallest = min(smallest, h.abs().min().item())
+                h = layer(h)
+            assert smallest < 1e-9  # some ReLU input is exactly at zero there
+
+
+def test_exact_ig_rejects_smooth_networks() -> None:
+    model = MLP([4, 8, 2], activation="tanh")
+    with pytest.raises(TypeError, match="Tanh"):
+        integrated_gradients_exact(model, torch.randn(3, 4), target=0)
