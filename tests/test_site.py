@@ -23,6 +23,10 @@ from labcore.assign import load_config
 
 pytestmark = pytest.mark.browser
 
+CHAPTERS = sorted(
+    path.stem for path in (Path(__file__).resolve().parents[1] / "book").glob("*.ipynb")
+)
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
     "--headless",
@@ -117,8 +121,9 @@ def test_landing_page_states_aims_audience_and_chapters(page, site):
         assert heading in text
 
 
-def test_chapter_math_renders_offline(page, site):
-    page.goto(f"{site}/book/00-function-approximation.html", wait_until="networkidle")
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_math_renders_offline(page, site, chapter):
+    page.goto(f"{site}/book/{chapter}.html", wait_until="networkidle")
     page.wait_for_function("window.MathJax && MathJax.startup && MathJax.startup.promise")
     page.evaluate("MathJax.startup.promise")
     assert page.locator("mjx-container").count() > 20
@@ -127,11 +132,6 @@ def test_chapter_math_renders_offline(page, site):
         page.locator("span.math, div.math").filter(has_not=page.locator("mjx-container")).count()
         == 0
     )
-
-
-CHAPTERS = sorted(
-    path.stem for path in (Path(__file__).resolve().parents[1] / "book").glob("*.ipynb")
-)
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
