@@ -14,13 +14,13 @@ import csv
 import subprocess
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import pytest
 import torch
+from submissions import lean_submission
 
 from labcore.grade import (
     _HARNESS,
@@ -67,18 +67,7 @@ WRONG = {
 
 def lean(base: str, replace: dict[str, str] | None = None) -> nbformat.NotebookNode:
     """``base``/05-transcoders.ipynb reduced to its setup, imports and exercise cells."""
-    nb = nbformat.read(ROOT / base / f"{LAB}.ipynb", as_version=4)
-    cells = []
-    for cell in nb.cells:
-        cell_id = cell.get("id", "")
-        if cell.cell_type != "code" or not (cell_id in KEEP or cell_id.startswith("ex-")):
-            continue
-        cell.outputs, cell.execution_count = [], None
-        if replace and cell_id in replace:
-            cell.source = textwrap.dedent(replace[cell_id]).strip()
-        cells.append(cell)
-    nb.cells = cells
-    return nb
+    return lean_submission(ROOT / base / f"{LAB}.ipynb", KEEP, replace)
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import nbformat
 import pytest
+from submissions import lean_submission
 
 from labcore.rubrics import load_rubric
 
@@ -47,22 +47,6 @@ WRONG = {
 }
 
 
-def build(base: Path, replace: dict[str, str] | None = None) -> nbformat.NotebookNode:
-    """``base`` reduced to its imports and exercise cells, some sources replaced."""
-    nb = nbformat.read(base, as_version=4)
-    cells = []
-    for cell in nb.cells:
-        cell_id = cell.get("id", "")
-        if cell.cell_type != "code" or not (cell_id in KEEP or cell_id.startswith("ex-")):
-            continue
-        cell.outputs, cell.execution_count = [], None
-        if replace and cell_id in replace:
-            cell.source = textwrap.dedent(replace[cell_id]).strip()
-        cells.append(cell)
-    nb.cells = cells
-    return nb
-
-
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, dict[str, str]]]:
     """Grade both labs (two commands at once, each with ``--jobs 2``); CSV rows per lab."""
@@ -70,9 +54,9 @@ def rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, dict[s
     for lab, (grade_id, source, _) in WRONG.items():
         folder = tmp_path_factory.mktemp(lab)
         notebooks = {
-            "solution": build(ROOT / "solutions" / f"{lab}.ipynb"),
-            "stubs": build(ROOT / "labs" / f"{lab}.ipynb"),
-            "wrong": build(ROOT / "solutions" / f"{lab}.ipynb", {grade_id: source}),
+            "solution": lean_submission(ROOT / "solutions" / f"{lab}.ipynb", KEEP),
+            "stubs": lean_submission(ROOT / "labs" / f"{lab}.ipynb", KEEP),
+            "wrong": lean_submission(ROOT / "solutions" / f"{lab}.ipynb", KEEP, {grade_id: source}),
         }
         paths = []
         for name, nb in notebooks.items():

@@ -14,7 +14,6 @@ import csv
 import subprocess
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import nbformat
 import numpy as np
 import pytest
 import torch
+from submissions import lean_submission
 
 from labcore import attribution, dynamics, mean_field, probabilistic
 from labcore.checks import attribution as attribution_checks
@@ -71,19 +71,11 @@ WRONG = {
 
 def lean(lab: str, base: str, replace: dict[str, str] | None = None) -> nbformat.NotebookNode:
     """``base``/``lab``.ipynb reduced to its setup, helpers and exercise cells."""
-    nb = nbformat.read(ROOT / base / f"{lab}.ipynb", as_version=4)
-    cells = []
-    for cell in nb.cells:
-        cell_id = cell.get("id", "")
-        if cell.cell_type != "code" or not (cell_id in KEEP[lab] or cell_id.startswith("ex-")):
-            continue
-        cell.outputs, cell.execution_count = [], None
-        if cell_id == "cell-1" and lab == "03-attribution":
-            cell.source = cell.source.split("X_train, y_train")[0]
-        if replace and cell_id in replace:
-            cell.source = textwrap.dedent(replace[cell_id]).strip()
-        cells.append(cell)
-    nb.cells = cells
+    nb = lean_submission(ROOT / base / f"{lab}.ipynb", KEEP[lab], replace)
+    if lab == "03-attribution":  # keep the imports of cell-1, not the data loading after them
+        for cell in nb.cells:
+            if cell.get("id") == "cell-1":
+                cell.source = cell.source.split("X_train, y_train")[0]
     return nb
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "available_labs",
     "describe",
     "tensor_mismatch",
+    "hook_left_message",
     "mutation_message",
 ]
 
@@ -299,6 +300,17 @@ def mutation_message(extra: dict[str, Any], names: Sequence[str]) -> str | None:
         return (
             f"your function modified its input {', '.join(repr(n) for n in changed)} in place; "
             "work on a copy or use out-of-place operations."
+        )
+    return None
+
+
+def hook_left_message(extra: dict[str, Any]) -> str | None:
+    """A message when the kernel saw the model's output change after the function returned (a
+    forward hook left attached), or could not tell; else ``None``."""
+    if extra.get("hook_left") is not False:
+        return (
+            "the model's output changed after your function returned: a hook is still attached. "
+            "Hint: model.run_with_hooks removes its hooks when it returns."
         )
     return None
 

@@ -21,6 +21,7 @@ from labcore.rubrics import (
     TensorResult,
     case_generator,
     describe,
+    hook_left_message,
     mutation_message,
     tensor_mismatch,
 )
@@ -384,11 +385,9 @@ def _score_ablate(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | 
     problem = mutation_message(extra, ["model", "tokens", "layer", "head"])
     if problem:
         return problem
-    if extra.get("hook_left") is not False:
-        return (
-            "the model's output changed after your function returned: a hook is still attached. "
-            "Hint: model.run_with_hooks removes its hooks when it returns."
-        )
+    problem = hook_left_message(extra)
+    if problem:
+        return problem
     return tensor_mismatch(
         value, case.expected, atol=1e-5, rtol=1e-4, what="the logits",
         hint="run model.run_with_hooks with a hook on f'blocks.{layer}.attn.hook_z' that sets "

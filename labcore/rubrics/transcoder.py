@@ -26,6 +26,7 @@ from labcore.rubrics import (
     TensorResult,
     case_generator,
     describe,
+    hook_left_message,
     mutation_message,
     tensor_mismatch,
 )
@@ -539,11 +540,9 @@ def _score_splice(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | 
     problem = mutation_message(extra, ["model", "transcoder", "layer", "tokens"])
     if problem:
         return problem
-    if extra.get("hook_left") is not False:
-        return (
-            "the model's output changed after your function returned: a hook is still attached. "
-            "Hint: model.run_with_hooks removes its hooks when it returns."
-        )
+    problem = hook_left_message(extra)
+    if problem:
+        return problem
     return tensor_mismatch(
         value, case.expected, atol=1e-5, rtol=1e-4, what="the logits",
         hint="store x from f'blocks.{layer}.ln2.hook_normalized' and return transcoder(x)[0] from "
@@ -650,11 +649,9 @@ def _score_ablate(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | 
     )
     if problem:
         return problem
-    if extra.get("hook_left") is not False:
-        return (
-            "the model's output changed after your function returned: a hook is still attached. "
-            "Hint: model.run_with_hooks removes its hooks when it returns."
-        )
+    problem = hook_left_message(extra)
+    if problem:
+        return problem
     return tensor_mismatch(
         value, case.expected, atol=1e-5, rtol=1e-4, what="the logits",
         hint="zero the features at positions[b] of prompt b only (f[torch.arange(batch), "
