@@ -1294,6 +1294,33 @@ def _environment() -> dict[str, str]:
     }
 
 
+def _tiny_data(recipe: dict[str, Any]) -> tuple[nn.Module, Tensor, Tensor, Any, float]:
+    """What a recipe of :data:`TINY_RECIPES` trains and evaluates on.
+
+    Returns:
+        ``(model, inputs, targets, eval_set, collect_seconds)``: the model; the MLP's inputs and
+        outputs at block ``recipe["layer"]`` on every real token of the training sentences; the
+        held-out prompts of :func:`labcore.data.coref.evaluation_set`; and the seconds taken to
+        make and collect the training data.
+    """
+    from labcore.data.coref import evaluation_set
+    from labcore.models import load
+
+    model, tokenizer = load(recipe["model"])
+    start = time.perf_counter()
+    tokens, lengths = tiny_coref_data(
+        recipe["n_sentences"], seed=recipe["data_seed"], split_seed=recipe["split_seed"],
+        tokenizer=tokenizer,
+    )
+    inputs, targets = collect_mlp_io(model, tokens, recipe["layer"], lengths=lengths)
+    collect_seconds = time.perf_counter() - start
+    eval_set = evaluation_set(
+        "held_out", recipe["n_eval"], seed=recipe["eval_seed"], split_seed=recipe["split_seed"],
+        tokenizer=tokenizer,
+    )
+    return model, inputs, targets, eval_set, collect_seconds
+
+
 def train_tiny_transcoder(
     layer: int = 1, *, recipe: dict[str, Any] | None = None, progress: bool = True
 ) -> tuple[Transcoder, dict[str, Any]]:
@@ -1308,25 +1335,13 @@ def train_tiny_transcoder(
     Returns:
         ``(transcoder, record)`` with the recipe, the metrics and the timings (JSON-serialisable).
     """
-    from labcore.data.coref import evaluation_set
-    from labcore.models import load
-
     recipe = dict(
         TINY_RECIPES[check_in("layer", layer, list(TINY_RECIPES))] if recipe is None else recipe
     )
     old_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model, tokenizer = load(recipe["model"])
-        start = time.perf_counter()
-        tokens, lengths = tiny_coref_data(
-            recipe["n_sentences"],
-            seed=recipe["data_seed"],
-            split_seed=recipe["split_seed"],
-            tokenizer=tokenizer,
-        )
-        inputs, targets = collect_mlp_io(model, tokens, recipe["layer"], lengths=lengths)
-        collect_seconds = time.perf_counter() - start
+        model, inputs, targets, eval_set, collect_seconds = _tiny_data(recipe)
         transcoder, history = train_transcoder(
             inputs,
             targets,
@@ -1340,13 +1355,6 @@ def train_tiny_transcoder(
             activation=recipe["activation"],
             seed=recipe["seed"],
             progress=progress,
-        )
-        eval_set = evaluation_set(
-            "held_out",
-            recipe["n_eval"],
-            seed=recipe["eval_seed"],
-            split_seed=recipe["split_seed"],
-            tokenizer=tokenizer,
         )
         metrics = evaluate_transcoder(
             model,
@@ -1461,29 +1469,12 @@ def sweep_tiny(sweep: dict[str, Any] | None = None, *, progress: bool = True) ->
         ``{"sweep": ..., "curves": {"l1": rows, "l2": rows}, "environment": ...}`` with the rows
         of :func:`sweep_penalty`; JSON-serialisable.
     """
-    from labcore.data.coref import evaluation_set
-    from labcore.models import load
-
     sweep = dict(TINY_SWEEP if sweep is None else sweep)
     recipe = TINY_RECIPES[check_in("layer", sweep["layer"], list(TINY_RECIPES))]
     old_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model, tokenizer = load(recipe["model"])
-        tokens, lengths = tiny_coref_data(
-            recipe["n_sentences"],
-            seed=recipe["data_seed"],
-            split_seed=recipe["split_seed"],
-            tokenizer=tokenizer,
-        )
-        inputs, targets = collect_mlp_io(model, tokens, sweep["layer"], lengths=lengths)
-        eval_set = evaluation_set(
-            "held_out",
-            recipe["n_eval"],
-            seed=recipe["eval_seed"],
-            split_seed=recipe["split_seed"],
-            tokenizer=tokenizer,
-        )
+        model, inputs, targets, eval_set, _ = _tiny_data(recipe)
         x_eval, y_eval = collect_mlp_io(
             model, eval_set.tokens, sweep["layer"], lengths=eval_set.lengths
         )
