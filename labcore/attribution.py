@@ -451,6 +451,15 @@ def quadrature(
     )
 
 
+def _completeness_gap(model: Model, inputs: _Inputs, attributions: Tensor) -> Tensor:
+    """``sum_i IG_i - (f(x) - f(x'))`` per sample, ``(batch,)``: zero for the exact integral."""
+    batch = inputs.batch
+    ends = _evaluate(
+        model, torch.cat([inputs.x, inputs.baseline]), inputs.tiled_target(slice(None), 2)
+    )
+    return attributions.reshape(batch, -1).sum(1) - (ends[:batch] - ends[batch:])
+
+
 def integrated_gradients(
     model: Model,
     x: Tensor,
@@ -517,9 +526,7 @@ def integrated_gradients(
     attributions = diff * total
     if not return_delta:
         return attributions
-    ends = _evaluate(model, torch.cat([x, base]), inputs.tiled_target(slice(None), 2))
-    delta = attributions.reshape(batch, -1).sum(1) - (ends[:batch] - ends[batch:])
-    return attributions, delta
+    return attributions, _completeness_gap(model, inputs, attributions)
 
 
 def path_kinks(model: nn.Module, x: Tensor, baseline: Tensor | float | None = None) -> Tensor:
@@ -635,9 +642,7 @@ def integrated_gradients_exact(
     attributions = diff * weighted.sum(1)
     if not return_delta:
         return attributions
-    ends = _evaluate(model, torch.cat([x, base]), inputs.tiled_target(slice(None), 2))
-    delta = attributions.reshape(batch, -1).sum(1) - (ends[:batch] - ends[batch:])
-    return attributions, delta
+    return attributions, _completeness_gap(model, inputs, attributions)
 
 
 # ------------------------------------------------------------------------------------------------
