@@ -43,6 +43,7 @@ check-labs: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 book: $(STAMP)
 	rm -rf _build

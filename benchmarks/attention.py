@@ -55,10 +55,16 @@ def bench_attention(args: argparse.Namespace, device: torch.device) -> None:
     q, k, v = (torch.randn(shape, generator=g, device=device) for _ in range(3))
     mask = causal_mask(args.pos, device=device)
     for label, ours, theirs in [
-        ("no mask", lambda: scaled_dot_product_attention(q, k, v),
-         lambda: F.scaled_dot_product_attention(q, k, v)),
-        ("causal ", lambda: scaled_dot_product_attention(q, k, v, mask),
-         lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)),
+        (
+            "no mask",
+            lambda: scaled_dot_product_attention(q, k, v),
+            lambda: F.scaled_dot_product_attention(q, k, v),
+        ),
+        (
+            "causal ",
+            lambda: scaled_dot_product_attention(q, k, v, mask),
+            lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+        ),
     ]:
         t = best_times({"labcore": ours, "torch": theirs}, args.number, args.repeats)
         print(
@@ -74,8 +80,12 @@ def bench_gpt(args: argparse.Namespace, device: torch.device) -> None:
 
     seed_everything(0)
     config = GPT2Config(
-        **MODELS[args.model], attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0,
-        bos_token_id=0, eos_token_id=0,
+        **MODELS[args.model],
+        attn_pdrop=0.0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
     )
     hf = GPT2LMHeadModel(config).to(device).eval()
     ours = GPT.from_hf(hf).eval()
@@ -84,7 +94,8 @@ def bench_gpt(args: argparse.Namespace, device: torch.device) -> None:
     diff = (ours(tokens) - hf(tokens).logits).abs().max().item()
     t = best_times(
         {"labcore": lambda: ours(tokens), "hf": lambda: hf(tokens).logits},
-        args.number, args.repeats,
+        args.number,
+        args.repeats,
     )
     n = tokens.numel()
     print(

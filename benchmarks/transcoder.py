@@ -47,8 +47,15 @@ def sync(device: torch.device) -> None:
 
 
 def bare_loop(
-    inputs: torch.Tensor, targets: torch.Tensor, d_hidden: int, *, l1_coeff: float, steps: int,
-    lr: float, batch_size: int, seed: int,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    d_hidden: int,
+    *,
+    l1_coeff: float,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
 ) -> Transcoder:
     """The loop one writes by hand: same initialisation, batches, loss, step and renormalisation."""
     generator = torch.Generator().manual_seed(seed)
@@ -91,7 +98,7 @@ def throughput(model, tokenizer, device, args) -> None:
             "bare": partial(bare_loop, inputs, targets, 512, **settings),
         }
         times = {}
-        for name in (["train", "bare"] if repeat % 2 == 0 else ["bare", "train"]):
+        for name in ["train", "bare"] if repeat % 2 == 0 else ["bare", "train"]:
             sync(device)
             start = time.perf_counter()
             runs[name]()
@@ -104,29 +111,46 @@ def throughput(model, tokenizer, device, args) -> None:
     n_tokens, trained = inputs.shape[0], args.steps * 512
     c, t, b = min(collect), min(train), min(bare)
     print(f"\n## throughput (layer {args.layer}, best of {args.repeats})")
-    print(f"collect_mlp_io: {args.sentences} sentences, {n_tokens} tokens in {c:.2f} s "
-          f"-> {n_tokens / c:,.0f} tokens/s")
-    print(f"train_transcoder: {args.steps} steps x 512 tokens (d_hidden 512) in {t:.2f} s "
-          f"-> {trained / t:,.0f} tokens/s")
+    print(
+        f"collect_mlp_io: {args.sentences} sentences, {n_tokens} tokens in {c:.2f} s "
+        f"-> {n_tokens / c:,.0f} tokens/s"
+    )
+    print(
+        f"train_transcoder: {args.steps} steps x 512 tokens (d_hidden 512) in {t:.2f} s "
+        f"-> {trained / t:,.0f} tokens/s"
+    )
     print(f"bare hand-written loop: {b:.2f} s -> ratio train_transcoder / bare = {t / b:.3f}")
     share = c / (c + t * 4000 / args.steps)
-    print(f"cost split for the shipped recipe (4000 steps): collecting {100 * share:.0f}%, "
-          f"training {100 - 100 * share:.0f}%")
+    print(
+        f"cost split for the shipped recipe (4000 steps): collecting {100 * share:.0f}%, "
+        f"training {100 - 100 * share:.0f}%"
+    )
 
 
 def measure(model, tokenizer, device) -> None:
     eval_set = evaluation_set("held_out", 1000, seed=1, tokenizer=tokenizer, device=device)
     print("\n## shipped transcoders on 1000 held-out prompts (loss: the answer after 'it =')")
-    print("layer d_hidden lambda   FVU    L0   dead  FVU@=  L0@=  L_orig  L_ablated  L_spliced"
-          "  recovered")
+    print(
+        "layer d_hidden lambda   FVU    L0   dead  FVU@=  L0@=  L_orig  L_ablated  L_spliced"
+        "  recovered"
+    )
     for layer in (0, 1):
         tc, record = load_tiny_transcoder(layer, device=device)
-        m = evaluate_transcoder(model, tc, layer, eval_set.tokens, positions=eval_set.lengths - 1,
-                                targets=eval_set.answer, lengths=eval_set.lengths)
-        print(f"{layer:5d} {tc.d_hidden:8d} {record['recipe']['l1_coeff']:6.1f} {m['fvu']:6.4f} "
-              f"{m['l0']:5.1f} {m['dead_fraction']:6.3f} {m['fvu_at_positions']:6.4f} "
-              f"{m['l0_at_positions']:5.1f} {m['loss_original']:7.4f} {m['loss_zero_ablated']:10.4f} "
-              f"{m['loss_spliced']:10.4f} {m['ce_loss_recovered']:10.4f}")
+        m = evaluate_transcoder(
+            model,
+            tc,
+            layer,
+            eval_set.tokens,
+            positions=eval_set.lengths - 1,
+            targets=eval_set.answer,
+            lengths=eval_set.lengths,
+        )
+        print(
+            f"{layer:5d} {tc.d_hidden:8d} {record['recipe']['l1_coeff']:6.1f} {m['fvu']:6.4f} "
+            f"{m['l0']:5.1f} {m['dead_fraction']:6.3f} {m['fvu_at_positions']:6.4f} "
+            f"{m['l0_at_positions']:5.1f} {m['loss_original']:7.4f} {m['loss_zero_ablated']:10.4f} "
+            f"{m['loss_spliced']:10.4f} {m['ce_loss_recovered']:10.4f}"
+        )
 
 
 def penalty(model, tokenizer, device, args) -> None:
@@ -136,17 +160,31 @@ def penalty(model, tokenizer, device, args) -> None:
     x_eval, y_eval = collect_mlp_io(model, eval_set.tokens, args.layer, lengths=eval_set.lengths)
     grids = {"l1": [0.3, 1.0, 2.0, 3.0, 10.0], "l2": [0.3, 1.0, 3.0, 10.0, 30.0]}
     curves = {}
-    print(f"\n## L1 against L2 (sum of squares), layer {args.layer}, d_hidden 512, "
-          f"{args.sweep_steps} steps, held-out tokens")
+    print(
+        f"\n## L1 against L2 (sum of squares), layer {args.layer}, d_hidden 512, "
+        f"{args.sweep_steps} steps, held-out tokens"
+    )
     print("penalty  lambda     FVU      L0    dead")
     for name, grid in grids.items():
         curves[name] = sweep_penalty(
-            inputs, targets, 512, grid, eval_inputs=x_eval, eval_targets=y_eval, penalty=name,
-            steps=args.sweep_steps, lr=1e-3, batch_size=512, seed=0, progress=False,
+            inputs,
+            targets,
+            512,
+            grid,
+            eval_inputs=x_eval,
+            eval_targets=y_eval,
+            penalty=name,
+            steps=args.sweep_steps,
+            lr=1e-3,
+            batch_size=512,
+            seed=0,
+            progress=False,
         )
         for row in curves[name]:
-            print(f"{name:7s} {row['l1_coeff']:7.1f} {row['fvu']:7.4f} {row['l0']:7.1f} "
-                  f"{row['dead_fraction']:7.3f}")
+            print(
+                f"{name:7s} {row['l1_coeff']:7.1f} {row['fvu']:7.4f} {row['l0']:7.1f} "
+                f"{row['dead_fraction']:7.3f}"
+            )
     print("matched FVU   L0 (L1)   L0 (L2)   ratio")
     for target in (0.01, 0.02, 0.05):
         a, b = l0_at_fvu(curves["l1"], target), l0_at_fvu(curves["l2"], target)
@@ -156,15 +194,26 @@ def penalty(model, tokenizer, device, args) -> None:
     print("after training, zeroing activations below tau (same held-out tokens)")
     print("penalty  lambda    tau     FVU      L0")
     for name, coeff in (("l1", 1.0), ("l2", 3.0)):
-        tc, _ = train_transcoder(inputs, targets, 512, l1_coeff=coeff, penalty=name,
-                                 steps=args.sweep_steps, lr=1e-3, batch_size=512, seed=0,
-                                 progress=False)
+        tc, _ = train_transcoder(
+            inputs,
+            targets,
+            512,
+            l1_coeff=coeff,
+            penalty=name,
+            steps=args.sweep_steps,
+            lr=1e-3,
+            batch_size=512,
+            seed=0,
+            progress=False,
+        )
         with torch.no_grad():
             f = tc.encode(x_eval)
             for tau in (0.0, 0.03, 0.1, 0.3):
                 kept = torch.where(f > tau, f, torch.zeros_like(f))
-                print(f"{name:7s} {coeff:7.1f} {tau:6.2f} {fvu(tc.decode(kept), y_eval).item():7.4f} "
-                      f"{l0(kept).item():7.1f}")
+                print(
+                    f"{name:7s} {coeff:7.1f} {tau:6.2f} {fvu(tc.decode(kept), y_eval).item():7.4f} "
+                    f"{l0(kept).item():7.1f}"
+                )
 
 
 def main() -> None:
@@ -181,8 +230,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = get_device()
     model, tokenizer = load("tiny-coref", device=device)
-    print(f"tiny-coref, device {device}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"tiny-coref, device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     parts = args.parts.split(",")
     if "throughput" in parts:
         throughput(model, tokenizer, device, args)

@@ -339,7 +339,9 @@ class MultiHeadAttention(nn.Module):
 
     # Per-head weight views (TransformerLens's W_Q, W_K, W_V, W_O), read-only conveniences.
     def _w_in(self, i: int) -> torch.Tensor:
-        w = self.c_attn.weight[i * self.d_model:(i + 1) * self.d_model]  # (d_model_out, d_model_in)
+        w = self.c_attn.weight[
+            i * self.d_model : (i + 1) * self.d_model
+        ]  # (d_model_out, d_model_in)
         return w.T.reshape(self.d_model, self.n_heads, self.d_head).transpose(0, 1)
 
     @property

@@ -1309,13 +1309,18 @@ def _tiny_data(recipe: dict[str, Any]) -> tuple[nn.Module, Tensor, Tensor, Any, 
     model, tokenizer = load(recipe["model"])
     start = time.perf_counter()
     tokens, lengths = tiny_coref_data(
-        recipe["n_sentences"], seed=recipe["data_seed"], split_seed=recipe["split_seed"],
+        recipe["n_sentences"],
+        seed=recipe["data_seed"],
+        split_seed=recipe["split_seed"],
         tokenizer=tokenizer,
     )
     inputs, targets = collect_mlp_io(model, tokens, recipe["layer"], lengths=lengths)
     collect_seconds = time.perf_counter() - start
     eval_set = evaluation_set(
-        "held_out", recipe["n_eval"], seed=recipe["eval_seed"], split_seed=recipe["split_seed"],
+        "held_out",
+        recipe["n_eval"],
+        seed=recipe["eval_seed"],
+        split_seed=recipe["split_seed"],
         tokenizer=tokenizer,
     )
     return model, inputs, targets, eval_set, collect_seconds

@@ -284,7 +284,8 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_final = LayerNorm(config.d_model, config.layer_norm_eps)
         self.unembed = (
-            None if config.tie_embeddings
+            None
+            if config.tie_embeddings
             else nn.Linear(config.d_model, config.vocab_size, bias=False)
         )
         self._hook_points: dict[str, HookPoint] = {}
@@ -502,7 +503,7 @@ class GPT(nn.Module):
         if top_k is not None:
             check_positive_int("top_k", top_k)
         for _ in range(max_new_tokens):
-            logits = self(tokens[:, -self.config.n_ctx:])[:, -1, :]  # (batch, d_vocab)
+            logits = self(tokens[:, -self.config.n_ctx :])[:, -1, :]  # (batch, d_vocab)
             if temperature == 0:
                 next_token = logits.argmax(dim=-1, keepdim=True)  # (batch, 1)
             else:
@@ -536,7 +537,10 @@ class GPT(nn.Module):
 
     # Conv1D layers of Hugging Face's GPT-2 store weights as (in, out); nn.Linear stores (out, in).
     HF_TRANSPOSED = (
-        "attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"
+        "attn.c_attn.weight",
+        "attn.c_proj.weight",
+        "mlp.c_fc.weight",
+        "mlp.c_proj.weight",
     )
     # Our key -> Hugging Face's key (regular expression substitutions, applied in order).
     HF_KEYS = (

@@ -184,11 +184,11 @@ def test_imports_in_an_exercise_cell_are_not_tainted():
 
 def test_locally_rebound_names_do_not_count_as_reads_of_tainted_names():
     cells = [
-        "def model(x):\n    raise NotImplementedError()",        # exercise: `model` is tainted
-        "for model in ['a', 'b']:\n    print(model)",             # the loop rebinds it
-        "names = [model for model in range(3)]",                  # so does a comprehension
-        "def show(model):\n    return model\nshow(1)",            # and a parameter
-        "def use():\n    return model(1)\nuse()",                 # a real call of the stub
+        "def model(x):\n    raise NotImplementedError()",  # exercise: `model` is tainted
+        "for model in ['a', 'b']:\n    print(model)",  # the loop rebinds it
+        "names = [model for model in range(3)]",  # so does a comprehension
+        "def show(model):\n    return model\nshow(1)",  # and a parameter
+        "def use():\n    return model(1)\nuse()",  # a real call of the stub
     ]
     flags = assign.cells_expected_to_raise(cells, [True, False, False, False, False])
     assert flags == [False, False, False, False, True]

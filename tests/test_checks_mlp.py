@@ -92,7 +92,10 @@ def test_checks_accept_the_reference_answers(capsys):
 def _backward_sigma_prime_at_a(params, x, grad_out, activation):
     """Takes sigma' at a = sigma(z) instead of at z: right for the last layer only."""
     _, cache = mlp.manual_forward(params, x, activation)
-    sigma, sigma_prime = mlp.ACTIVATION_FUNCTIONS[activation], mlp.ACTIVATION_DERIVATIVES[activation]
+    sigma, sigma_prime = (
+        mlp.ACTIVATION_FUNCTIONS[activation],
+        mlp.ACTIVATION_DERIVATIVES[activation],
+    )
     grads, delta = [], grad_out
     for l in range(len(params) - 1, -1, -1):
         W, b = params[l]
@@ -213,7 +216,9 @@ def test_the_training_check_enforces_its_time_limit():
 
 def test_failures_show_the_input_and_never_the_solution():
     with pytest.raises(CheckFailed) as info:
-        checks.check_mlp_forward(lambda params, x, act: torch.zeros(x.shape[0], params[-1][0].shape[0]))
+        checks.check_mlp_forward(
+            lambda params, x, act: torch.zeros(x.shape[0], params[-1][0].shape[0])
+        )
     message = str(info.value)
     assert message.startswith("[one layer") and "expected:" in message and "got:" in message
     assert "def " not in message and "return" not in message

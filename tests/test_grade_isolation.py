@@ -1,13 +1,18 @@
 """Two submissions graded in parallel cannot see each other, the grader's files or the outputs.
 
 Two adversarial notebooks are graded at the same time (``--jobs 2``) through the command line. Each
-writes a secret file wherever it can, then, until both are surely running, searches for the other's
+writes a secret file wherever it can, then, for WINDOW seconds from its own start, searches for the other's
 notebook and secret, for gradebooks and feedback files, and for the grader's private files (the
 hidden cases): in ``/tmp``, ``/var/tmp``, ``/dev/shm``, the folders above its own, the test's folder
 (a path it guessed), and through ``/proc`` (the working folder and root of every process it can
 name). It also tries to lift the covers by unmounting them. It reports what it found in the message
 of an error, which the feedback file lists, then loops until interrupted and kills its kernel (the
 grader must still interrupt and diagnose a kernel in namespaces).
+
+The two kernels start together (``--jobs 2``), so their search windows overlap unless one starts
+WINDOW seconds after the other; the tests check that they did overlap. No outcome depends on how
+fast the machine is: the loop that must time out never ends, and the cells that must not take a
+few seconds against a cell limit of CELL_TIMEOUT.
 
 Under isolation (``uid`` or ``namespace``: the grader is root on Linux), each finds nothing. The
 control run (``--isolation none``) must find all of it, so these tests can fail.
@@ -21,7 +26,6 @@ import re
 import secrets
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nbformat
@@ -41,8 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LAB = "00-function-approximation"
 TOKEN = secrets.token_hex(4)  # in every name a probe looks for: nothing else on the machine matches
 PEERS = (f"alice-{TOKEN}", f"bob-{TOKEN}")
-CELL_TIMEOUT = 5
-ROUNDS = 12  # cells of search(2): enough to reach the rendezvous
+CELL_TIMEOUT = 20
+WINDOW = 15  # seconds each probe searches from its own start
+ROUNDS = 12  # cells of search(2): more than enough to fill the window
 #: What a probe may find; the control run without isolation must find every one of them.
 EVERYTHING = {"peer-notebook", "peer-secret", "gradebook", "feedback", "grader-files"}
 
@@ -55,7 +60,7 @@ import time
 
 ME, PEER, GUESS, TOKEN = {me!r}, {peer!r}, {guess!r}, {token!r}
 START = time.time()
-UNTIL = max(START + 6, {rendezvous!r})  # both probes run at that time
+UNTIL = START + {window!r}  # the peer, started at the same time, is searching too
 targets = (".", "..", "../..", "../../..", os.environ.get("TMPDIR", "."), "/tmp", "/var/tmp",
            "/dev/shm", GUESS, GUESS + "/out", GUESS + "/out/feedback", GUESS + "/submissions")
 for folder in targets:
@@ -137,16 +142,17 @@ REPORT = re.compile(
 )
 
 
-def adversary(me: str, peer: str, guess: Path, rendezvous: float) -> nbformat.NotebookNode:
+def adversary(me: str, peer: str, guess: Path) -> nbformat.NotebookNode:
     """A notebook that looks for ``peer``, then loops until interrupted, then kills its kernel."""
-    setup = SETUP.format(me=me, peer=peer, guess=str(guess), rendezvous=rendezvous, token=TOKEN)
+    setup = SETUP.format(me=me, peer=peer, guess=str(guess), window=WINDOW, token=TOKEN)
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell(setup),
-        # each cell searches for 2 s at most (the cell time limit is short), until UNTIL
+        # each cell searches for 2 s at most, until UNTIL
         *[nbformat.v4.new_code_cell("search(2)") for _ in range(ROUNDS)],
         nbformat.v4.new_code_cell(REPORT_CELL),
-        nbformat.v4.new_code_cell("while True:\n    pass"),
+        # never ends (sleeping, not spinning: no CPU taken from the other tests)
+        nbformat.v4.new_code_cell("while True:\n    time.sleep(0.1)"),
         nbformat.v4.new_code_cell("import os\nos.kill(os.getpid(), 9)"),
     ]
     return nb
@@ -162,11 +168,8 @@ def grade_adversaries(folder: Path, isolation: str) -> dict:
     gradebook.write_text("submission,total\ncarol,12\n", encoding="utf-8")
     feedback = folder / "out" / "feedback" / f"carol-{TOKEN}.md"
     feedback.write_text("# carol: 12 / 12\n", encoding="utf-8")
-    rendezvous = time.time() + 12  # both kernels run by then: each probe searches until then
     for me, peer in (PEERS, PEERS[::-1]):
-        nbformat.write(
-            adversary(me, peer, folder, rendezvous), folder / "submissions" / f"{me}.ipynb"
-        )
+        nbformat.write(adversary(me, peer, folder), folder / "submissions" / f"{me}.ipynb")
     cmd = [
         sys.executable, "-m", "labcore.grade", LAB,
         *[str(folder / "submissions" / f"{me}.ipynb") for me in PEERS],
@@ -220,7 +223,9 @@ def test_parallel_submissions_see_nothing_of_each_other(mode, tmp_path):
     run = grade_adversaries(tmp_path, mode)
     assert f"isolation {label}:" in run["stderr"]
     alice, bob = (run["reports"][me] for me in PEERS)
-    assert max(alice["start"], bob["start"]) < min(alice["end"], bob["end"]), "not in parallel"
+    assert max(alice["start"], bob["start"]) < min(alice["end"], bob["end"]), (
+        f"the probes did not overlap: one started over {WINDOW} s after the other"
+    )
     for me, report in run["reports"].items():
         assert report["hits"] == set(), f"{me} found {sorted(report['hits'])}"
         if mode == "uid":

@@ -138,7 +138,7 @@ def _namespace(replace: dict[str, str] | None = None) -> dict[str, Any]:
     namespace: dict[str, Any] = {}
     for cell in lean("solutions", replace).cells:
         if cell.id != "setup":
-            exec(cell.source, namespace)  # noqa: S102 - the course's own solution code
+            exec(cell.source, namespace)  # the course's own solution code
     return namespace
 
 
@@ -157,7 +157,7 @@ def _outcomes(grade_id: str, namespace: dict[str, Any]) -> list[tuple[str, bool,
                 "NAME": exercise.function, "CALL_SOURCE": exercise.call_source,
                 "MAX_ELEMENTS": MAX_TENSOR_ELEMENTS, "__labcore_ns": namespace,
             }  # fmt: skip
-            exec(_HARNESS, constants)  # noqa: S102 - the grader's own kernel-side code
+            exec(_HARNESS, constants)  # the grader's own kernel-side code
             outcome = worker._score(exercise, case, _read_record(out_path, "n0"))
             outcomes.append((case.name, outcome.passed, outcome.message))
     return outcomes

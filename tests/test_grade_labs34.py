@@ -32,7 +32,10 @@ from labcore.rubrics import load_rubric
 ROOT = Path(__file__).resolve().parents[1]
 LABS = ("03-attribution", "04-dynamics")
 #: cells kept besides the exercises (the helpers they call); lab 3's cell-1 is cut before the data
-KEEP = {"03-attribution": ("setup", "cell-1", "cell-14"), "04-dynamics": ("setup", "imports", "cell-19")}
+KEEP = {
+    "03-attribution": ("setup", "cell-1", "cell-14"),
+    "04-dynamics": ("setup", "imports", "cell-19"),
+}
 FLAG = "flagged: references labcore's reference implementation (see feedback)"
 #: one wrong exercise per lab, with the number of its hidden cases it still passes
 WRONG = {
@@ -217,7 +220,7 @@ def test_references_pass_every_hidden_case_and_inputs_follow_the_seed(lab):
                     "MAX_ELEMENTS": MAX_TENSOR_ELEMENTS,
                     "__labcore_ns": {exercise.function: REFERENCES[exercise.function]},
                 }  # fmt: skip
-                exec(_HARNESS, constants)  # noqa: S102 - the grader's own kernel-side code
+                exec(_HARNESS, constants)  # the grader's own kernel-side code
                 outcome = worker._score(exercise, case, _read_record(out_path, "n0"))
                 assert outcome.passed, f"{exercise.grade_id}, {case.name}: {outcome.message}"
     first, other = (rubric.exercises[0].make_cases(s) for s in (0, 1))

@@ -1,4 +1,4 @@
-"""Every lab runs top to bottom with exactly its tagged cells failing, and fast.
+"""Every lab runs top to bottom with exactly its tagged cells failing.
 
 nbval (run by ``make test``) already fails on an untagged cell that errors; it does *not* fail when
 a cell tagged ``raises-exception`` runs cleanly, which is what a leaked solution looks like. This
@@ -7,7 +7,6 @@ test closes that gap by executing each lab and comparing the failing cells with 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import nbformat
@@ -27,9 +26,7 @@ def test_lab_fails_exactly_in_its_tagged_cells(path):
     nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs for c in code), "labs are stored without outputs"
-    start = time.perf_counter()
     execute_notebook(nb, path.parent, allow_errors=True)
-    seconds = time.perf_counter() - start
     failing = {c.id for c in code if any(o.output_type == "error" for o in c.outputs)}
     tagged = {c.id for c in code if RAISES_TAG in c.metadata.get("tags", [])}
     assert tagged, "a lab without exercises"
@@ -46,4 +43,3 @@ def test_lab_fails_exactly_in_its_tagged_cells(path):
         if o.output_type == "error"
     ]
     assert set(exercise_errors) <= {"NotImplementedError"}
-    assert seconds < 60, f"{path.name} took {seconds:.0f} s (budget 60 s)"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -353,18 +352,15 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_train_reaches_95_percent_on_digits_quickly(one_thread):
+def test_train_reaches_95_percent_on_digits_in_ten_epochs(one_thread):
     X_train, y_train, X_test, y_test = digits()
     seed_everything(0)
     model = MLP([64, 128, 10])
-    start = time.perf_counter()
     history = train(
         model, (X_train, y_train), epochs=10, lr=1e-2, eval_data=(X_test, y_test),
         progress=False, seed=0,
     )  # fmt: skip
-    seconds = time.perf_counter() - start
     test_accuracy = accuracy(model, X_test, y_test)
-    print(f"digits: test accuracy {test_accuracy:.3f} after {seconds:.2f} s")
     assert test_accuracy >= 0.95
     assert history.eval_accuracy[-1] == pytest.approx(test_accuracy)
     assert not model.training

@@ -90,7 +90,11 @@ def test_training_is_deterministic(tmp_path) -> None:
     for key, value in model_a.state_dict().items():
         assert torch.equal(value, model_b.state_dict()[key]), key
     paths = write_model(model_a, record, "tiny-test", tmp_path)
-    assert sorted(p.name for p in paths) == ["tiny-test.json", "tiny-test.md", "tiny-test.safetensors"]
+    assert sorted(p.name for p in paths) == [
+        "tiny-test.json",
+        "tiny-test.md",
+        "tiny-test.safetensors",
+    ]
     assert "held-out pairs" in paths[2].read_text()
     loaded = GPT.load(tmp_path / "tiny-test")
     assert torch.equal(loaded.embed.weight, model_a.embed.weight)
@@ -149,7 +153,7 @@ def test_lm_tensors_and_evaluation_set() -> None:
     for row, e in enumerate(examples):
         n = len(tokenizer.encode(e.full))
         assert targets[row, n - 2] == tokenizer.token_id(e.answer)  # the last target is the answer
-        assert (targets[row, n - 1:] == -100).all()
+        assert (targets[row, n - 1 :] == -100).all()
     _, answer_only = lm_tensors(examples, tokenizer, answer_only=True)
     assert ((answer_only != -100).sum(1) == 1).all()
     eval_set = evaluation_set("held_out", 16, seed=2)

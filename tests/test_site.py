@@ -99,6 +99,8 @@ def page(browser, site):
             else route.abort()
         ),
     )
+    # a guard against a hang, wide enough for a loaded machine: no outcome depends on speed
+    context.set_default_timeout(120_000)
     page = context.new_page()
     yield page
     context.close()
@@ -106,7 +108,7 @@ def page(browser, site):
 
 def _status(url: str) -> int:
     try:
-        with urllib.request.urlopen(url) as response:  # noqa: S310 - 127.0.0.1 only
+        with urllib.request.urlopen(url) as response:  # 127.0.0.1 only
             return response.status
     except urllib.error.HTTPError as err:
         return err.code
@@ -146,7 +148,7 @@ def test_chapter_figures_and_widget_render(page, site, chapter):
     assert len(local) >= 3, "the chapter's figures are missing"
     for index in local:
         assert images.nth(index).evaluate("img => img.complete && img.naturalWidth > 0")
-    page.wait_for_selector(".widget-slider, .jupyter-widgets", timeout=15_000)
+    page.wait_for_selector(".widget-slider, .jupyter-widgets")
 
 
 def test_every_toc_page_loads_with_no_broken_internal_link_or_image(page, site, root):

@@ -8,14 +8,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from torch import nn
 
-from labcore.data.coref import evaluation_set  # noqa: E402
-from labcore.models import load  # noqa: E402
-from labcore.transcoder import (  # noqa: E402
+from labcore.data.coref import evaluation_set
+from labcore.models import load
+from labcore.transcoder import (
     TINY_RECIPES,
     TINY_SWEEP,
     Transcoder,

@@ -15,8 +15,16 @@ VOCAB, N_CTX, D_MODEL, N_LAYER, N_HEAD = 100, 32, 64, 2, 4
 
 def hf_config(**overrides):
     kwargs = dict(
-        n_layer=N_LAYER, n_head=N_HEAD, n_embd=D_MODEL, vocab_size=VOCAB, n_positions=N_CTX,
-        attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0, bos_token_id=0, eos_token_id=0,
+        n_layer=N_LAYER,
+        n_head=N_HEAD,
+        n_embd=D_MODEL,
+        vocab_size=VOCAB,
+        n_positions=N_CTX,
+        attn_pdrop=0.0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
     )
     kwargs.update(overrides)
     return transformers.GPT2Config(**kwargs)
@@ -134,7 +142,10 @@ def test_from_hf_keeps_dtype_float64() -> None:
 def test_from_hf_copies_key_by_key(pair) -> None:
     hf, model = pair
     assert GPT.HF_TRANSPOSED == (
-        "attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"
+        "attn.c_attn.weight",
+        "attn.c_proj.weight",
+        "mlp.c_fc.weight",
+        "mlp.c_proj.weight",
     )
     w_hf = hf.transformer.h[1].attn.c_attn.weight  # Conv1D: (in, out)
     assert torch.equal(model.blocks[1].attn.c_attn.weight, w_hf.T)
@@ -175,7 +186,7 @@ def test_batched_equals_unbatched(pair, tokens) -> None:
             single = model(tokens[b])  # (pos,) is a batch of one
             assert single.shape == (1, 20, VOCAB)
             torch.testing.assert_close(single[0], batched[b], atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(model(tokens[b:b + 1]), batched[b:b + 1])
+            torch.testing.assert_close(model(tokens[b : b + 1]), batched[b : b + 1])
 
 
 def test_causality(pair, tokens) -> None:

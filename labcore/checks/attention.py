@@ -334,7 +334,7 @@ def check_split_merge_heads(split_heads: Callable, merge_heads: Callable) -> Non
         raise
     except ValueError:
         pass
-    except Exception as err:  # noqa: BLE001 - any other error is feedback
+    except Exception as err:  # any other error is feedback
         raise CheckFailed(
             f"[d_model = 10, n_heads = 3] expected a ValueError, got {type(err).__name__}: {err}"
             "\n  hint: check d_model % n_heads yourself and raise ValueError with a message"

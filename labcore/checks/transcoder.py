@@ -691,7 +691,7 @@ def check_penalty(penalty: Callable) -> None:
         raise
     except ValueError:
         pass
-    except Exception as err:  # noqa: BLE001 - any other error is feedback
+    except Exception as err:  # any other error is feedback
         raise CheckFailed(
             f"[kind = 'l3'] expected a ValueError, got {type(err).__name__}: {err}"
             "\n  hint: raise ValueError with a message naming the accepted kinds"

@@ -59,18 +59,60 @@ __all__ = [
 
 PAD, BOS = "<pad>", "<bos>"
 ANIMATE = (
-    "cat", "dog", "bird", "horse", "mouse", "rabbit", "fox", "cow",
-    "duck", "goat", "sheep", "pig", "frog", "owl", "bear", "lion",
+    "cat",
+    "dog",
+    "bird",
+    "horse",
+    "mouse",
+    "rabbit",
+    "fox",
+    "cow",
+    "duck",
+    "goat",
+    "sheep",
+    "pig",
+    "frog",
+    "owl",
+    "bear",
+    "lion",
 )
 INANIMATE = (
-    "ball", "box", "cup", "rock", "chair", "book", "bottle", "lamp",
-    "car", "bag", "hat", "table", "bucket", "kite", "bell", "shoe",
+    "ball",
+    "box",
+    "cup",
+    "rock",
+    "chair",
+    "book",
+    "bottle",
+    "lamp",
+    "car",
+    "bag",
+    "hat",
+    "table",
+    "bucket",
+    "kite",
+    "bell",
+    "shoe",
 )
 ANIMATE_PROPERTIES = (
-    "hungry", "tired", "sleepy", "scared", "angry", "curious", "thirsty", "lonely",
+    "hungry",
+    "tired",
+    "sleepy",
+    "scared",
+    "angry",
+    "curious",
+    "thirsty",
+    "lonely",
 )
 INANIMATE_PROPERTIES = (
-    "broken", "empty", "cracked", "rusty", "full", "leaking", "dented", "wooden",
+    "broken",
+    "empty",
+    "cracked",
+    "rusty",
+    "full",
+    "leaking",
+    "dented",
+    "wooden",
 )
 RELATIONS = ("was near", "was next to", "was behind", "was beside")
 ANIMATE_FIRST_VERBS = ("chased", "watched", "found", "pushed", "kicked", "carried")
@@ -182,9 +224,18 @@ class WordTokenizer:
 def coref_tokenizer() -> WordTokenizer:
     """The tokenizer of the corpus: ``<pad>``, ``<bos>``, then every word of the grammar, sorted."""
     phrases = (
-        *ANIMATE, *INANIMATE, *ANIMATE_PROPERTIES, *INANIMATE_PROPERTIES, *RELATIONS,
-        *ANIMATE_FIRST_VERBS, *INANIMATE_FIRST_VERBS, *CONNECTIVES, *COPULAS, *PLACES,
-        *TEMPLATES, QUERY,
+        *ANIMATE,
+        *INANIMATE,
+        *ANIMATE_PROPERTIES,
+        *INANIMATE_PROPERTIES,
+        *RELATIONS,
+        *ANIMATE_FIRST_VERBS,
+        *INANIMATE_FIRST_VERBS,
+        *CONNECTIVES,
+        *COPULAS,
+        *PLACES,
+        *TEMPLATES,
+        QUERY,
     )
     words = {w for phrase in phrases for w in phrase.split() if not w.startswith("{")}
     return WordTokenizer([PAD, BOS, *sorted(words)])
@@ -248,7 +299,9 @@ def split_pairs(
         train = sorted(pairs[j] for j in order[n_held:])
         if {a for a, _ in train} == set(ANIMATE) and {i for _, i in train} == set(INANIMATE):
             return train, held
-    raise ValueError(f"held_out_fraction={held_out_fraction} leaves some noun without training pairs")
+    raise ValueError(
+        f"held_out_fraction={held_out_fraction} leaves some noun without training pairs"
+    )
 
 
 def coref_examples(
@@ -272,7 +325,9 @@ def coref_examples(
         raise ValueError("pairs must hold at least one (animal, object) pair")
     for a, i in pairs:
         if a not in ANIMATE or i not in INANIMATE:
-            raise ValueError(f"pairs must hold (animal, object) pairs from ANIMATE x INANIMATE, got {(a, i)}")
+            raise ValueError(
+                f"pairs must hold (animal, object) pairs from ANIMATE x INANIMATE, got {(a, i)}"
+            )
     g = torch.Generator().manual_seed(seed)
 
     def draw(options: Sequence) -> list:
@@ -297,14 +352,22 @@ def coref_examples(
             verb = verb_a[j] if animate_first[j] else verb_i[j]
         n1, n2 = (animal, thing) if animate_first[j] else (thing, animal)
         text = TEMPLATES[template[j]].format(
-            n1=n1, n2=n2, verb=verb, conn=conn[j], cop=cop[j], place=place[j],
+            n1=n1,
+            n2=n2,
+            verb=verb,
+            conn=conn[j],
+            cop=cop[j],
+            place=place[j],
             adj=adj_a[j] if animate_answer[j] else adj_i[j],
         )
         answer, distractor = (animal, thing) if animate_answer[j] else (thing, animal)
         examples.append(
             CorefExample(
-                text=text, answer=answer, distractor=distractor,
-                animate_answer=animate_answer[j], answer_first=(answer == n1),
+                text=text,
+                answer=answer,
+                distractor=distractor,
+                animate_answer=animate_answer[j],
+                answer_first=(answer == n1),
                 template=template[j],
             )
         )

@@ -64,7 +64,9 @@ def load(name: str, *, device: torch.device | str | None = None) -> tuple[GPT, A
 
         tokenizer = WordTokenizer.from_dict(tokenizer_spec)
     else:  # pragma: no cover - every shipped model has a word tokenizer today
-        raise ValueError(f"model {name!r} has an unknown tokenizer type {tokenizer_spec.get('type')}")
+        raise ValueError(
+            f"model {name!r} has an unknown tokenizer type {tokenizer_spec.get('type')}"
+        )
     weights = resources.files("labcore").joinpath("weights", f"{name}.safetensors")
     with resources.as_file(weights) as path:
         model = GPT.load(path, device=device)

@@ -106,15 +106,25 @@ def train_tiny_coref(
         inputs, targets = lm_tensors(examples, tokenizer)  # (n_train, pos) each
         start = time.perf_counter()
         history = train(
-            model, (inputs, targets), loss=lm_loss, steps=recipe["steps"], lr=recipe["lr"],
-            batch_size=recipe["batch_size"], optimizer=recipe["optimizer"],
-            weight_decay=recipe["weight_decay"], seed=recipe["seed"], progress=progress,
+            model,
+            (inputs, targets),
+            loss=lm_loss,
+            steps=recipe["steps"],
+            lr=recipe["lr"],
+            batch_size=recipe["batch_size"],
+            optimizer=recipe["optimizer"],
+            weight_decay=recipe["weight_decay"],
+            seed=recipe["seed"],
+            progress=progress,
         )
         seconds = time.perf_counter() - start
         metrics = {}
         for split in ("held_out", "train"):
             eval_set = evaluation_set(
-                split, recipe["n_eval"], seed=recipe["eval_seed"], split_seed=recipe["split_seed"],
+                split,
+                recipe["n_eval"],
+                seed=recipe["eval_seed"],
+                split_seed=recipe["split_seed"],
                 tokenizer=tokenizer,
             )
             metrics[split] = coref_accuracy(model, eval_set)
@@ -176,13 +186,20 @@ def write_model(model: GPT, record: dict[str, Any], name: str, out_dir: Path) ->
     recipe, metrics, cfg = record["recipe"], record["metrics"], model.config
     train_pairs, held_pairs = split_pairs(recipe["split_seed"])
     card = MODEL_CARD.format(
-        **recipe, **cfg.to_dict(), **record["environment"],
-        n_parameters=record["n_parameters"], final_train_loss=record["final_train_loss"],
+        **recipe,
+        **cfg.to_dict(),
+        **record["environment"],
+        n_parameters=record["n_parameters"],
+        final_train_loss=record["final_train_loss"],
         training_seconds=record["training_seconds"],
-        n_pairs_train=len(train_pairs), n_pairs_held=len(held_pairs),
-        ho_acc=metrics["held_out"]["accuracy"], ho_arg=metrics["held_out"]["argmax_accuracy"],
-        ho_diff=metrics["held_out"]["logit_diff"], tr_acc=metrics["train"]["accuracy"],
-        tr_arg=metrics["train"]["argmax_accuracy"], tr_diff=metrics["train"]["logit_diff"],
+        n_pairs_train=len(train_pairs),
+        n_pairs_held=len(held_pairs),
+        ho_acc=metrics["held_out"]["accuracy"],
+        ho_arg=metrics["held_out"]["argmax_accuracy"],
+        ho_diff=metrics["held_out"]["logit_diff"],
+        tr_acc=metrics["train"]["accuracy"],
+        tr_arg=metrics["train"]["argmax_accuracy"],
+        tr_diff=metrics["train"]["logit_diff"],
     )
     card_path = out_dir / f"{name}.md"
     card_path.write_text(card)

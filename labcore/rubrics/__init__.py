@@ -70,7 +70,7 @@ RUBRICS: dict[str, str] = {
 #: Kernel-side source of the default way to call a graded function: positional ``args``, keyword
 #: ``kwargs``, the argument positions listed in ``requires_grad`` made to require gradients, and
 #: the positions of tensor arguments changed in place reported as ``extra["mutated"]``.
-DEFAULT_CALL = '''
+DEFAULT_CALL = """
 def call(fn, spec):
     import torch
 
@@ -87,7 +87,7 @@ def call(fn, spec):
         and not (arg.shape == copy.shape and torch.equal(arg.detach(), copy))
     ]
     return value, {"mutated": mutated}
-'''
+"""
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,9 @@ def _randomize(module: torch.nn.Module, g: torch.Generator, scale: float = 0.3) 
     with torch.no_grad():
         for name, p in module.named_parameters():
             noise = torch.randn(p.shape, generator=g, dtype=p.dtype)
-            p.copy_(1.0 + 0.2 * noise if name.endswith(("ln1.weight", "ln2.weight")) else scale * noise)
+            p.copy_(
+                1.0 + 0.2 * noise if name.endswith(("ln1.weight", "ln2.weight")) else scale * noise
+            )
 
 
 # --------------------------------------------------------------------------- 1: attention
@@ -108,7 +110,9 @@ def _score_mask(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | No
             f"got {value.tensor.dtype}."
         )
     if tuple(value.tensor.shape) != tuple(expected.shape):
-        return f"the mask should have shape {tuple(expected.shape)}, got {tuple(value.tensor.shape)}."
+        return (
+            f"the mask should have shape {tuple(expected.shape)}, got {tuple(value.tensor.shape)}."
+        )
     if not torch.equal(value.tensor, expected):
         return (
             f"wrong entries: expected {expected[:4, :4].int().tolist()}, got "
@@ -120,7 +124,7 @@ def _score_mask(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | No
 
 # --------------------------------------------------------------------------- 3: split and merge
 #: Kernel side: ``fn`` is split_heads; merge_heads is read from the same (the student's) namespace.
-_SPLIT_MERGE_CALL = '''
+_SPLIT_MERGE_CALL = """
 def call(fn, spec):
     import torch
 
@@ -147,7 +151,7 @@ def call(fn, spec):
         else:
             value = "returned normally"
     return value, {"mutated": [] if torch.equal(x, before) else [0]}
-'''
+"""
 
 
 def _split_merge_cases(seed: int) -> list[HiddenCase]:
@@ -193,7 +197,7 @@ def _score_split_merge(case: HiddenCase, value: Any, extra: dict[str, Any]) -> s
 
 # --------------------------------------------------------------------------- 4: self-attention
 #: Kernel side: rebuild the attention module; calling the module itself is refused.
-_SELF_ATTENTION_CALL = '''
+_SELF_ATTENTION_CALL = """
 def call(fn, spec):
     import torch
     from labcore.attention import MultiHeadAttention
@@ -210,7 +214,7 @@ def call(fn, spec):
     with torch.no_grad():
         value = fn(x, attn)
     return value, {"mutated": [] if torch.equal(x, before) else [0]}
-'''
+"""
 
 
 def _self_attention_cases(seed: int) -> list[HiddenCase]:
@@ -244,7 +248,7 @@ def _score_self_attention(case: HiddenCase, value: Any, extra: dict[str, Any]) -
 
 # --------------------------------------------------------------------------- 5: a block
 #: Kernel side: rebuild the block; calling the block or its sublayers' modules is refused.
-_BLOCK_CALL = '''
+_BLOCK_CALL = """
 def call(fn, spec):
     import torch
     from labcore.transformer import Block, GPTConfig
@@ -263,7 +267,7 @@ def call(fn, spec):
     with torch.no_grad():
         value = fn(x, block)
     return value, {"mutated": [] if torch.equal(x, before) else [0]}
-'''
+"""
 
 
 def _block_cases(seed: int) -> list[HiddenCase]:
@@ -329,7 +333,7 @@ def _score_attention_to(case: HiddenCase, value: Any, extra: dict[str, Any]) -> 
 
 # --------------------------------------------------------------------------- 7: ablation
 #: Kernel side: rebuild the model, run the student's ablation, and report whether a hook stayed.
-_ABLATE_CALL = '''
+_ABLATE_CALL = """
 def call(fn, spec):
     import torch
     from labcore.transformer import GPT, GPTConfig
@@ -344,7 +348,7 @@ def call(fn, spec):
         value = fn(model, tokens, spec["layer"], spec["head"])
         hook_left = not torch.equal(model(tokens), clean)
     return value, {"mutated": [] if torch.equal(tokens, before) else [1], "hook_left": hook_left}
-'''
+"""
 
 
 def _ablate_cases(seed: int) -> list[HiddenCase]:
@@ -369,6 +373,7 @@ def _ablate_cases(seed: int) -> list[HiddenCase]:
     ]
     cases = []
     for name, t, layer, head in settings:
+
         def zero(z, hook, head=head):
             z = z.clone()
             z[:, :, head] = 0.0
@@ -400,15 +405,34 @@ RUBRIC = Rubric(
     exercises=(
         Exercise("ex-attention", "attention", 3, _attention_cases, _score_attention),
         Exercise("ex-causal-mask", "causal_mask", 1, _mask_cases, _score_mask),
-        Exercise("ex-split-merge-heads", "split_heads", 2, _split_merge_cases, _score_split_merge,
-                 call_source=_SPLIT_MERGE_CALL),
-        Exercise("ex-self-attention", "self_attention", 3, _self_attention_cases,
-                 _score_self_attention, call_source=_SELF_ATTENTION_CALL),
-        Exercise("ex-block", "block_forward", 3, _block_cases, _score_block,
-                 call_source=_BLOCK_CALL),
+        Exercise(
+            "ex-split-merge-heads",
+            "split_heads",
+            2,
+            _split_merge_cases,
+            _score_split_merge,
+            call_source=_SPLIT_MERGE_CALL,
+        ),
+        Exercise(
+            "ex-self-attention",
+            "self_attention",
+            3,
+            _self_attention_cases,
+            _score_self_attention,
+            call_source=_SELF_ATTENTION_CALL,
+        ),
+        Exercise(
+            "ex-block", "block_forward", 3, _block_cases, _score_block, call_source=_BLOCK_CALL
+        ),
         Exercise("ex-attention-to", "attention_to", 2, _attention_to_cases, _score_attention_to),
-        Exercise("ex-ablate-head", "ablate_head", 3, _ablate_cases, _score_ablate,
-                 call_source=_ABLATE_CALL),
+        Exercise(
+            "ex-ablate-head",
+            "ablate_head",
+            3,
+            _ablate_cases,
+            _score_ablate,
+            call_source=_ABLATE_CALL,
+        ),
     ),  # fmt: skip
     reference_modules=(
         "labcore.attention",

@@ -92,7 +92,7 @@ STEPS = {"euler": euler, "midpoint": midpoint, "rk4": rk4}
 """
 
 _NS: dict[str, Any] = {}
-exec(_FIELDS_SOURCE, _NS)  # noqa: S102 - the grader's own source, shared with the kernel
+exec(_FIELDS_SOURCE, _NS)  # the grader's own source, shared with the kernel
 _field, _STEPS = _NS["field"], _NS["STEPS"]
 
 #: Kernel side: a step function called with a counted velocity field.

@@ -63,7 +63,7 @@ def _score_polynomial(case: HiddenCase, value: Any, extra: dict[str, Any]) -> st
 # --------------------------------------------------------------------------- training loop
 #: Kernel side: rebuild the model from the hidden initial weights, train it with the student's
 #: loop, and send back the losses and the trained weights.
-_REGRESSOR_CALL = '''
+_REGRESSOR_CALL = """
 def call(fn, spec):
     import torch
 
@@ -81,7 +81,7 @@ def call(fn, spec):
     state = {name: value.detach().clone() for name, value in model.state_dict().items()}
     mutated = [i for i, (a, b) in enumerate(zip((x, y), before)) if not torch.equal(a, b)]
     return losses, {"state": state, "mutated": mutated}
-'''
+"""
 
 
 def _mse(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -98,8 +98,24 @@ def _regressor_cases(seed: int) -> list[HiddenCase]:
     y2 = x2**2 - 1 + 0.1 * torch.randn(40, generator=g, dtype=torch.float64)
     x3 = torch.randn(10, generator=g)
     settings = [
-        ("sin x on [-3, 3], 64 points, float32, 60 steps, lr 0.02", x1, torch.sin(x1), 16, 1, 60, 0.02),
-        ("noisy parabola, 40 points, float64, two hidden layers, 50 steps, lr 0.05", x2, y2, 8, 2, 50, 0.05),
+        (
+            "sin x on [-3, 3], 64 points, float32, 60 steps, lr 0.02",
+            x1,
+            torch.sin(x1),
+            16,
+            1,
+            60,
+            0.02,
+        ),
+        (
+            "noisy parabola, 40 points, float64, two hidden layers, 50 steps, lr 0.05",
+            x2,
+            y2,
+            8,
+            2,
+            50,
+            0.05,
+        ),
         ("a single step (steps=1), 10 points", x3, torch.cos(x3), 4, 1, 1, 0.1),
     ]
     cases = []
@@ -196,7 +212,13 @@ def _nll_cases(seed: int) -> list[HiddenCase]:
     x4 = torch.randn(25, generator=g, dtype=torch.float64)
     x5 = torch.randn(12, generator=g)
     cases = [
-        ("100 samples, mean 0.7 and std 1.3 as Python floats", {"args": [x1, 0.7, 1.3]}, x1, 0.7, 1.3),
+        (
+            "100 samples, mean 0.7 and std 1.3 as Python floats",
+            {"args": [x1, 0.7, 1.3]},
+            x1,
+            0.7,
+            1.3,
+        ),
         (
             "30 samples, mean and std as 0-d tensors",
             {"args": [x2, torch.tensor(-2.0), torch.tensor(0.4)]},
@@ -318,7 +340,9 @@ def _score_mixture(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str |
 RUBRIC = Rubric(
     lab="00-function-approximation",
     exercises=(
-        Exercise("ex-polynomial-features", "polynomial_features", 2, _polynomial_cases, _score_polynomial),
+        Exercise(
+            "ex-polynomial-features", "polynomial_features", 2, _polynomial_cases, _score_polynomial
+        ),
         Exercise(
             "ex-train-regressor",
             "train_regressor",

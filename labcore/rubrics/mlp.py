@@ -67,7 +67,7 @@ def _tolerance(dtype: torch.dtype) -> dict[str, float]:
 
 
 #: Kernel side: the activation travels by name (``spec["act_index"]`` names its position).
-_ACTIVATION_CALL = '''
+_ACTIVATION_CALL = """
 def call(fn, spec):
     import torch
 
@@ -80,7 +80,7 @@ def call(fn, spec):
     mutated = [i for i, (a, c) in enumerate(zip(args, before))
                if c is not None and not (a.shape == c.shape and torch.equal(a.detach(), c))]
     return value, {"mutated": mutated}
-'''
+"""
 
 
 # --------------------------------------------------------------------------- 1: one layer
@@ -145,7 +145,7 @@ def _score_mlp_forward(case: HiddenCase, value: Any, extra: dict[str, Any]) -> s
 
 # --------------------------------------------------------------------------- 3: backpropagation
 #: Kernel side: the student's backward pass runs with autograd switched off.
-_BACKWARD_CALL = '''
+_BACKWARD_CALL = """
 def call(fn, spec):
     import torch
 
@@ -155,7 +155,7 @@ def call(fn, spec):
         value = fn(params, x, grad_out, activation)
     mutated = [i + 1 for i, (a, c) in enumerate(zip((x, grad_out), before)) if not torch.equal(a, c)]
     return value, {"mutated": mutated}
-'''
+"""
 
 
 def _backward_cases(seed: int) -> list[HiddenCase]:
@@ -248,7 +248,12 @@ def _score_interpolant(case: HiddenCase, value: Any, extra: dict[str, Any]) -> s
     W1, b1, W2, b2 = (t.tensor for t in value)
     grid = case.expected["grid"]
     hidden = W1.shape[0] if W1.ndim == 2 else -1
-    if W1.shape != (hidden, 1) or b1.shape != (hidden,) or W2.shape != (1, hidden) or b2.shape != (1,):
+    if (
+        W1.shape != (hidden, 1)
+        or b1.shape != (hidden,)
+        or W2.shape != (1, hidden)
+        or b2.shape != (1,)
+    ):
         return (
             "expected shapes W1 (hidden, 1), b1 (hidden,), W2 (1, hidden), b2 (1,) as in "
             f"nn.Linear, got {[tuple(t.shape) for t in (W1, b1, W2, b2)]}."
@@ -270,7 +275,7 @@ def _score_interpolant(case: HiddenCase, value: Any, extra: dict[str, Any]) -> s
 # --------------------------------------------------------------------------- 5: training
 #: Kernel side: rebuild the MLP from the hidden initial weights, train it once with the student's
 #: loop, send back the losses and the trained weights (the grader measures the accuracy).
-_CLASSIFIER_CALL = '''
+_CLASSIFIER_CALL = """
 def call(fn, spec):
     import torch
     from labcore.mlp import MLP
@@ -283,7 +288,7 @@ def call(fn, spec):
     state = {name: value.detach().clone() for name, value in model.state_dict().items()}
     mutated = [i for i, (a, b) in enumerate(zip((X, y), before)) if not torch.equal(a, b)]
     return losses, {"state": state, "mutated": mutated}
-'''
+"""
 
 _MIN_ACCURACY = 0.85
 
@@ -329,7 +334,10 @@ def _score_classifier(case: HiddenCase, value: Any, extra: dict[str, Any]) -> st
     if not (
         isinstance(state, dict)
         and set(state) == set(shapes)
-        and all(isinstance(v, TensorResult) and tuple(v.tensor.shape) == shapes[k] for k, v in state.items())
+        and all(
+            isinstance(v, TensorResult) and tuple(v.tensor.shape) == shapes[k]
+            for k, v in state.items()
+        )
     ):
         return "after your function ran, the model's parameters were missing or had changed shape."
     trained = {k: v.tensor.to(torch.float32) for k, v in state.items()}
@@ -384,7 +392,7 @@ def _score_cka(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | Non
 
 # --------------------------------------------------------------------------- 7: the experiment
 #: Kernel side: the returned model travels as its sizes, activation class and weights.
-_GEOMETRY_CALL = '''
+_GEOMETRY_CALL = """
 def call(fn, spec):
     import torch
 
@@ -406,7 +414,7 @@ def call(fn, spec):
         info["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
     extra["model"] = info
     return ("model", scores), extra
-'''
+"""
 
 _ACTIVATION_CLASSES = {"tanh": "Tanh", "relu": "ReLU"}
 
@@ -457,9 +465,14 @@ def _score_geometry(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str 
     if not (
         isinstance(state, dict)
         and set(state) == set(shapes)
-        and all(isinstance(v, TensorResult) and tuple(v.tensor.shape) == shapes[k] for k, v in state.items())
+        and all(
+            isinstance(v, TensorResult) and tuple(v.tensor.shape) == shapes[k]
+            for k, v in state.items()
+        )
     ):
-        return "the returned model's parameters could not be read back (unexpected names or shapes)."
+        return (
+            "the returned model's parameters could not be read back (unexpected names or shapes)."
+        )
     model.load_state_dict({k: v.tensor.to(torch.float32) for k, v in state.items()})
     accuracy = ref.accuracy(model, X, y)
     if accuracy < 1.0:
@@ -489,19 +502,56 @@ def _score_geometry(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str 
 RUBRIC = Rubric(
     lab="01-mlp",
     exercises=(
-        Exercise("ex-layer-forward", "layer_forward", 2, _layer_cases, _score_layer,
-                 call_source=_ACTIVATION_CALL),
-        Exercise("ex-mlp-forward", "mlp_forward", 2, _mlp_forward_cases, _score_mlp_forward,
-                 call_source=_ACTIVATION_CALL),
-        Exercise("ex-mlp-backward", "mlp_backward", 3, _backward_cases, _score_backward,
-                 call_source=_BACKWARD_CALL),
-        Exercise("ex-relu-interpolant", "relu_interpolant_params", 2, _interpolant_cases,
-                 _score_interpolant),
-        Exercise("ex-train-classifier", "train_classifier", 3, _classifier_cases,
-                 _score_classifier, call_source=_CLASSIFIER_CALL, case_timeout=30.0),
+        Exercise(
+            "ex-layer-forward",
+            "layer_forward",
+            2,
+            _layer_cases,
+            _score_layer,
+            call_source=_ACTIVATION_CALL,
+        ),
+        Exercise(
+            "ex-mlp-forward",
+            "mlp_forward",
+            2,
+            _mlp_forward_cases,
+            _score_mlp_forward,
+            call_source=_ACTIVATION_CALL,
+        ),
+        Exercise(
+            "ex-mlp-backward",
+            "mlp_backward",
+            3,
+            _backward_cases,
+            _score_backward,
+            call_source=_BACKWARD_CALL,
+        ),
+        Exercise(
+            "ex-relu-interpolant",
+            "relu_interpolant_params",
+            2,
+            _interpolant_cases,
+            _score_interpolant,
+        ),
+        Exercise(
+            "ex-train-classifier",
+            "train_classifier",
+            3,
+            _classifier_cases,
+            _score_classifier,
+            call_source=_CLASSIFIER_CALL,
+            case_timeout=30.0,
+        ),
         Exercise("ex-linear-cka", "linear_cka", 2, _cka_cases, _score_cka),
-        Exercise("ex-geometry-experiment", "geometry_experiment", 3, _geometry_cases,
-                 _score_geometry, call_source=_GEOMETRY_CALL, case_timeout=30.0),
+        Exercise(
+            "ex-geometry-experiment",
+            "geometry_experiment",
+            3,
+            _geometry_cases,
+            _score_geometry,
+            call_source=_GEOMETRY_CALL,
+            case_timeout=30.0,
+        ),
     ),  # fmt: skip
     reference_modules=("labcore.mlp", "labcore.checks.mlp"),
 )
