@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch: a plain `torch` requirement would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: help setup book labs execute check-labs lint test test-fast browser clean
+.PHONY: help setup constraints book labs execute check-labs lint test test-fast browser clean
 
 help:
 	@echo "make book      build the site into _build/html (sets up .venv first)"
@@ -16,14 +16,27 @@ help:
 	@echo "make labs      regenerate labs/ and the setup cells from solutions/ and _config.yml"
 	@echo "make execute   re-execute book/ and solutions/ notebooks and store their outputs"
 
-$(STAMP): requirements.txt pyproject.toml
+# constraints.txt pins the whole toolchain for Python 3.11, the CI interpreter (see the file).
+PINNED = import sys; print("-c constraints.txt" if sys.version_info[:2] == (3, 11) else "")
+
+$(STAMP): requirements.txt pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" -r requirements.txt
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" -r requirements.txt \
+	  $$($(BIN)/python -c '$(PINNED)')
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# Re-resolve requirements.txt from PyPI in a scratch environment and pin the result.
+constraints:
+	rm -rf .venv-constraints && $(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/python -m pip install --quiet --upgrade pip
+	.venv-constraints/bin/python -m pip install --quiet "$(TORCH_SPEC)" -r requirements.txt
+	{ sed -n '/^#/p' constraints.txt; .venv-constraints/bin/python -m pip freeze --exclude-editable \
+	  | grep -iv '^torch=='; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+	rm -rf .venv-constraints
 
 # Headless Chromium for the site test, from Debian's packages (never a downloaded browser build).
 browser:
