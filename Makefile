@@ -45,6 +45,13 @@ browser:
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# axe-core for the site test's accessibility check, from npm at the version package-lock.json pins.
+AXE := node_modules/axe-core/axe.min.js
+$(AXE): package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "npm is missing: install Node.js and npm (Debian: apt-get install nodejs npm)"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(AXE)
+
 labs: $(STAMP)
 	$(BIN)/python -m labcore.assign
 
@@ -66,7 +73,7 @@ book: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not browser" --ignore=tests/test_site.py -q
 
-test: $(STAMP) browser lint check-labs book
+test: $(STAMP) browser $(AXE) lint check-labs book
 	$(BIN)/python -m pytest tests book solutions labs -n 2 --dist loadfile \
 	  --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 

@@ -188,6 +188,74 @@ def sync_header(nb: nbformat.NotebookNode, config: CourseConfig, relpath: str) -
         setup.execution_count = None
 
 
+# --------------------------------------------------------------------------- figures' text alternatives
+#: A figure's caption: the next markdown cell opens with **Figure 1.2.** or *Figure 1.2.* ...
+_CAPTION = re.compile(r"\s*(\*\*|\*)Figure (\d+\.\d+)\.?(?:\*\*)?\s*(.*)", re.DOTALL)
+#: Hand-written alternative text of a figure cell (cell metadata); it wins over the caption.
+ALT_KEY = "alt"
+
+
+def _has_image(cell: nbformat.NotebookNode) -> bool:
+    return cell.cell_type == "code" and any(
+        output.get("output_type") in ("display_data", "execute_result")
+        and any(mime.startswith("image/") for mime in output.get("data", {}))
+        for output in cell.get("outputs", [])
+    )
+
+
+def plain_text(markdown: str) -> str:
+    """Markdown with inline TeX as plain text for a screen reader: ``$\\beta = 1$`` -> ``beta = 1``."""
+    text = re.sub(r"\\(operatorname|mathrm|text|mathbf|boldsymbol)\{([^{}]*)\}", r"\2", markdown)
+    words = {"approx": "about", "propto": "proportional to", "varphi": "phi", "cdot": "times"}
+    # \beta -> beta, \cos\theta -> cos theta, \approx -> about
+    text = re.sub(r"\\([A-Za-z]+)", lambda m: f" {words.get(m[1], m[1])} ", text)
+    text = re.sub(r"[$*`{}]|\\", "", text)
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)  # links keep their text
+    text = re.sub(r"\s+([_^,.;:)])", r"\1", " ".join(text.split()))  # phi _0 -> phi_0
+    return text.replace("( ", "(")
+
+
+def _first_sentence(text: str) -> str:
+    match = re.match(r"(.+?[.!?])(\s|$)", text)
+    return match.group(1) if match else text
+
+
+def figure_alt(nb: nbformat.NotebookNode, index: int) -> str | None:
+    """The text alternative of the figure cell ``nb.cells[index]`` (None: it has none).
+
+    The cell's hand-written ``metadata["alt"]`` if it has one, else "Figure N.M: " and the first
+    sentence of the caption in the next markdown cell, as plain text.
+    """
+    cell = nb.cells[index]
+    written = cell.metadata.get(ALT_KEY)
+    if isinstance(written, str) and written.strip():
+        return " ".join(written.split())
+    following = next((c for c in nb.cells[index + 1 :] if c.cell_type == "markdown"), None)
+    match = _CAPTION.match(following.source) if following is not None else None
+    if match is None:
+        return None
+    return f"Figure {match.group(2)}: {_first_sentence(plain_text(match.group(3)))}"
+
+
+def sync_figure_alts(nb: nbformat.NotebookNode, where: str) -> list[str]:
+    """Set myst-nb's image ``alt`` option on every figure cell of ``nb`` (in place).
+
+    Returns the figure cells that have neither a caption nor a hand-written ``alt`` (as
+    ``where: cell <id>``); they keep no alternative text, and ``--check`` reports them.
+    """
+    missing = []
+    for index, cell in enumerate(nb.cells):
+        if not _has_image(cell):
+            continue
+        alt = figure_alt(nb, index)
+        if alt is None:
+            missing.append(f"{where}: cell {cell.get('id')}")
+            continue
+        options = cell.metadata.setdefault("mystnb", {}).setdefault("image", {})
+        options["alt"] = alt
+    return missing
+
+
 def _find_cell(nb: nbformat.NotebookNode, cell_id: str) -> nbformat.NotebookNode | None:
     return next((c for c in nb.cells if c.get("id") == cell_id), None)
 
@@ -487,21 +555,33 @@ def _notebooks(root: Path, folder: str) -> list[Path]:
     return sorted((root / folder).glob("*.ipynb"))
 
 
-def _expected(root: Path, config: CourseConfig) -> dict[Path, str]:
-    """What every notebook file should contain, serialised, keyed by path."""
+def _expected(root: Path, config: CourseConfig) -> tuple[dict[Path, str], list[str]]:
+    """What every notebook file should contain, serialised, keyed by path; figures without alt."""
     expected: dict[Path, str] = {}
+    missing_alt: list[str] = []
     for folder in ("book", "solutions"):
         for path in _notebooks(root, folder):
             nb = nbformat.read(path, as_version=4)
-            sync_header(nb, config, path.relative_to(root).as_posix())
+            rel = path.relative_to(root).as_posix()
+            sync_header(nb, config, rel)
+            missing_alt += sync_figure_alts(nb, rel)
             expected[path] = _serialise(nb)
     for path in _notebooks(root, "solutions"):
         solution = nbformat.read(path, as_version=4)
+        sync_figure_alts(solution, path.relative_to(root).as_posix())  # as written above
         lab_path = root / "labs" / path.name
         lab = make_lab(solution, where=path.relative_to(root).as_posix())
         sync_header(lab, config, lab_path.relative_to(root).as_posix())
         expected[lab_path] = _serialise(lab)
-    return expected
+    return expected, missing_alt
+
+
+def _missing_alt_problems(missing_alt: list[str]) -> list[str]:
+    return [
+        f"{where} draws a figure with neither a caption (a markdown cell after it opening with "
+        f"**Figure N.M.**) nor a text alternative in its metadata {ALT_KEY!r}"
+        for where in missing_alt
+    ]
 
 
 def _serialise(nb: nbformat.NotebookNode) -> str:
@@ -512,8 +592,8 @@ def _serialise(nb: nbformat.NotebookNode) -> str:
 def check(root: Path) -> list[str]:
     """List every way the notebooks disagree with ``_config.yml`` and ``solutions/`` (empty: good)."""
     config = load_config(root)
-    problems = []
-    expected = _expected(root, config)
+    expected, missing_alt = _expected(root, config)
+    problems = _missing_alt_problems(missing_alt)
     for path, text in expected.items():
         rel = path.relative_to(root).as_posix()
         if not path.exists():
@@ -527,13 +607,20 @@ def check(root: Path) -> list[str]:
 
 
 def write(root: Path) -> list[Path]:
-    """Bring every notebook up to date; return the paths that changed."""
+    """Bring every notebook up to date; return the paths that changed.
+
+    Raises:
+        ValueError: a figure has no text alternative (after everything else is written).
+    """
     changed = []
-    for path, text in _expected(root, load_config(root)).items():
+    expected, missing_alt = _expected(root, load_config(root))
+    for path, text in expected.items():
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
             changed.append(path)
+    if missing_alt:
+        raise ValueError("\n".join(_missing_alt_problems(missing_alt)))
     return changed
 
 
@@ -551,6 +638,7 @@ def execute_all(root: Path, paths: Iterable[Path] = (), *, budget_s: float = 60.
         seconds = time.perf_counter() - start
         for cell in nb.cells:
             cell.metadata.pop("execution", None)
+        sync_figure_alts(nb, path.relative_to(root).as_posix())
         path.write_text(_serialise(nb), encoding="utf-8")
         print(f"executed {path.relative_to(root)} in {seconds:.1f} s")
         if seconds > budget_s:
@@ -586,7 +674,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.execute is not None:
         execute_all(root, [Path(p) for p in args.execute])
-    for path in write(root):
+    try:
+        changed = write(root)
+    except ValueError as err:
+        print(f"Every figure needs a text alternative:\n{err}", file=sys.stderr)
+        return 1
+    for path in changed:
         print(f"wrote {path.relative_to(root)}")
     return 0
 

@@ -204,3 +204,55 @@ def test_objects_filled_by_a_raising_statement_count_as_tainted():
     ]
     flags = assign.cells_expected_to_raise(cells, [True, False, False, False, False])
     assert flags == [False, True, True, True, False]
+
+
+# --------------------------------------------------------------------------- figures' text alternatives
+def _figure_cell(source: str = "plt.plot(x)") -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_code_cell(source)
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo="})]
+    return cell
+
+
+def test_plain_text_reads_inline_tex_aloud():
+    assert (
+        assign.plain_text(r"from $\rho_0 \propto 1 + 0.6\cos\theta$ at $t \approx 12$, **bold**")
+        == "from rho_0 proportional to 1 + 0.6 cos theta at t about 12, bold"
+    )
+    assert assign.plain_text(r"$\operatorname{ReLU}(w^{(1)}_j x)$ and [a link](x.html)") == (
+        "ReLU(w^(1)_j x) and a link"
+    )
+
+
+def test_figures_get_their_caption_or_their_written_alt_and_the_rest_are_reported():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        _figure_cell(),
+        nbformat.v4.new_markdown_cell(r"**Figure 2.3.** Loss for $\beta = 2$. Then more."),
+        _figure_cell(),
+        nbformat.v4.new_markdown_cell("*Figure 5.1. Italic captions count too.*"),
+        _figure_cell(),  # a hand-written alternative wins over the caption after it
+        nbformat.v4.new_markdown_cell("**Figure 9.9.** Not this one."),
+        _figure_cell(),  # neither
+        nbformat.v4.new_markdown_cell("Some prose, no caption."),
+        nbformat.v4.new_code_cell("print(1)"),  # no image: left alone
+    ]
+    nb.cells[4].metadata["alt"] = "  A purpose-written\n description. "
+    missing = assign.sync_figure_alts(nb, "x.ipynb")
+    alts = [c.metadata.get("mystnb", {}).get("image", {}).get("alt") for c in nb.cells]
+    assert alts[0] == "Figure 2.3: Loss for beta = 2."
+    assert alts[2] == "Figure 5.1: Italic captions count too."
+    assert alts[4] == "A purpose-written description."
+    assert alts[6] is None and alts[8] is None and "mystnb" not in nb.cells[8].metadata
+    assert missing == [f"x.ipynb: cell {nb.cells[6].id}"]
+
+
+def test_check_and_write_fail_on_a_figure_without_a_text_alternative(copy_of_repo, capsys):
+    assert assign.check(copy_of_repo) == []
+    path = copy_of_repo / "book" / "00-function-approximation.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.append(_figure_cell())
+    nbformat.write(nb, path)
+    assert assign.main(["--check", "--root", str(copy_of_repo)]) == 1
+    assert assign.main(["--root", str(copy_of_repo)]) == 1
+    err = capsys.readouterr().err
+    assert f"book/{path.name}: cell {nb.cells[-1].id} draws a figure with neither a caption" in err

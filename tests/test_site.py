@@ -1,13 +1,15 @@
-"""A real-browser smoke test of the built site (``make book`` first; ``make test`` does).
+"""A real-browser test of the built site (``make book`` first; ``make test`` does).
 
 The site is served on 127.0.0.1 and opened in Debian's headless Chromium driven by Playwright. Every
 request to another host is blocked, so the test also proves that the site works offline: math is
-rendered by the vendored MathJax, not a CDN.
+rendered by the vendored MathJax, not a CDN. Every page is checked for accessibility (WCAG 2.1 AA)
+with axe-core, the engine of the browsers' own accessibility tools, installed from npm by ``make``.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 import threading
 import urllib.error
@@ -26,6 +28,13 @@ pytestmark = pytest.mark.browser
 CHAPTERS = sorted(
     path.stem for path in (Path(__file__).resolve().parents[1] / "book").glob("*.ipynb")
 )
+
+ROOT = Path(__file__).resolve().parents[1]
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+#: The rules of WCAG 2.0 and 2.1, levels A and AA, as axe-core tags them.
+WCAG_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+#: A text alternative that is a file name or a path (what Sphinx writes when it has nothing else).
+FILE_NAME = re.compile(r"^\S*\.(png|jpe?g|gif|svg|webp)$|^\.\./|^_images/", re.IGNORECASE)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -187,3 +196,47 @@ def test_colab_button_points_at_the_notebook(page, site, root, page_name):
     expected = config.colab_url(f"{page_name}.ipynb")
     assert hrefs, f"no Colab link on {page_name}"
     assert set(hrefs) == {expected}, f"Colab links {set(hrefs)} differ from {expected}"
+
+
+TOC_PAGES = _toc_files(ROOT)
+
+
+@pytest.mark.parametrize("name", TOC_PAGES)
+def test_page_is_accessible_with_text_alternatives_and_no_failed_request(page, site, name):
+    """axe-core finds no serious or critical WCAG 2.1 A/AA violation; every image has real alt
+    text (or is marked decorative); no request to the site fails."""
+    if not AXE.is_file():
+        pytest.fail(f"{AXE.relative_to(ROOT)} is missing: `make test` installs it (npm ci)")
+    failed: list[str] = []
+    page.on("requestfailed", lambda r: failed.append(r.url) if r.url.startswith(site) else None)
+    page.on(
+        "response",
+        lambda r: (
+            failed.append(f"{r.url} ({r.status})")
+            if r.url.startswith(site) and r.status >= 400
+            else None
+        ),
+    )
+    page.goto(f"{site}/{name}.html", wait_until="networkidle")
+    page.add_script_tag(path=str(AXE))
+    violations = page.evaluate(
+        """async (tags) => (await axe.run(document, {runOnly: {type: "tag", values: tags}}))
+            .violations.filter(v => v.impact === "serious" || v.impact === "critical")
+            .map(v => `${v.id} (${v.impact}): ${v.nodes.length} x, e.g. ${v.nodes[0].html}`)""",
+        WCAG_AA,
+    )
+    assert violations == [], f"{name}: " + "\n".join(violations)
+    images = page.eval_on_selector_all(
+        "img",
+        """imgs => imgs.map(i => ({src: i.getAttribute("src") || "", alt: i.getAttribute("alt"),
+            decorative: i.getAttribute("role") === "presentation" || i.ariaHidden === "true"}))""",
+    )
+    for image in images:
+        if image["decorative"]:
+            continue
+        alt = (image["alt"] or "").strip()
+        assert alt, f"{name}: an image without a text alternative: {image['src'][:80]}"
+        assert not FILE_NAME.search(alt) and alt != image["src"], (
+            f"{name}: alt is a file name: {alt}"
+        )
+    assert failed == [], f"{name}: failed requests: {failed}"
