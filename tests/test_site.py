@@ -240,3 +240,38 @@ def test_page_is_accessible_with_text_alternatives_and_no_failed_request(page, s
             f"{name}: alt is a file name: {alt}"
         )
     assert failed == [], f"{name}: failed requests: {failed}"
+
+
+MATH_PAGES = [name for name in TOC_PAGES if name.startswith(("book/0", "solutions/", "labs/"))]
+
+
+@pytest.mark.parametrize("width", [1280, 768])
+def test_display_math_fits_its_column(browser, site, width):
+    """No display equation is wider than its column, on a laptop (1280 px) or a tablet (768 px)."""
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    context.set_default_timeout(120_000)
+    page = context.new_page()
+    overflowing, equations = [], 0
+    for name in MATH_PAGES:
+        page.goto(f"{site}/{name}.html", wait_until="networkidle")
+        if page.locator("span.math, div.math").count() == 0:
+            continue
+        page.wait_for_function("window.MathJax && MathJax.startup && MathJax.startup.promise")
+        page.evaluate("MathJax.startup.promise")
+        assert page.locator("mjx-merror").count() == 0, f"{name}: a TeX error"
+        widths = page.eval_on_selector_all(
+            'mjx-container[display="true"]',
+            """containers => containers.map(c => ({
+                width: c.querySelector("mjx-math").getBoundingClientRect().width,
+                column: c.parentElement.getBoundingClientRect().width,
+                tex: (MathJax.startup.document.getMathItemsWithin(c)[0] || {math: ""}).math}))""",
+        )
+        equations += len(widths)
+        overflowing += [
+            f"{name}: {w['width'] - w['column']:.0f} px too wide: {w['tex'].strip()[:80]}"
+            for w in widths
+            if w["width"] > w["column"] + 0.5
+        ]
+    context.close()
+    assert equations > 100  # the measurement ran
+    assert overflowing == [], "\n".join(overflowing)
