@@ -256,3 +256,24 @@ def test_check_and_write_fail_on_a_figure_without_a_text_alternative(copy_of_rep
     assert assign.main(["--root", str(copy_of_repo)]) == 1
     err = capsys.readouterr().err
     assert f"book/{path.name}: cell {nb.cells[-1].id} draws a figure with neither a caption" in err
+
+
+def _presents_only(cell: nbformat.NotebookNode) -> bool:
+    """A widget or an animation: code that only presents (see README, 'prose first')."""
+    return cell.cell_type == "code" and (
+        "ipywidgets" in cell.source or "animation_html(" in cell.source
+    )
+
+
+def test_chapter_pages_fold_presentation_code_and_labs_fold_nothing(root):
+    folded = 0
+    for path in sorted((root / "book").glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if _presents_only(cell):
+                assert "hide-input" in cell.metadata.get("tags", []), f"{path.name}: {cell.id}"
+            folded += "hide-input" in cell.metadata.get("tags", [])
+    assert folded >= 10
+    for folder in ("labs", "solutions"):
+        for path in sorted((root / folder).glob("*.ipynb")):
+            for cell in nbformat.read(path, as_version=4).cells:
+                assert "hide-input" not in cell.metadata.get("tags", []), f"{path}: {cell.id}"
