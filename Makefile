@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch: a plain `torch` requirement would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: help setup constraints book labs execute check-labs lint test test-fast browser clean
+.PHONY: help setup constraints book pdf labs execute check-labs lint test test-fast browser clean
 
 help:
 	@echo "make book      build the site into _build/html (sets up .venv first)"
+	@echo "make pdf       print the whole course to _build/pdf/course.pdf"
 	@echo "make test      run the whole test suite: lint, labs up to date, unit tests, nbval, site"
 	@echo "make labs      regenerate labs/ and the setup cells from solutions/ and _config.yml"
 	@echo "make execute   re-execute book/ and solutions/ notebooks and store their outputs"
@@ -69,11 +70,17 @@ book: $(STAMP)
 	rm -rf _build
 	$(BIN)/jupyter-book build . -W --keep-going
 
+# The whole course as one PDF, offline: the single-page build printed by headless Chromium.
+pdf: $(STAMP) browser
+	rm -rf _build/singlehtml
+	$(BIN)/jupyter-book build . -W --keep-going --builder singlehtml
+	$(BIN)/python -m labcore.book_pdf _build/singlehtml _build/pdf/course.pdf
+
 # Unit tests only (fast): no notebooks, no site.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not browser" --ignore=tests/test_site.py -q
 
-test: $(STAMP) browser $(AXE) lint check-labs book
+test: $(STAMP) browser $(AXE) lint check-labs book pdf
 	$(BIN)/python -m pytest tests book solutions labs -n 2 --dist loadfile \
 	  --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
