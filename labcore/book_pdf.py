@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+#: Debian's Chromium and the flags it needs here (no sandbox as root, no network but localhost).
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
     "--headless",
@@ -37,7 +38,9 @@ CHROMIUM_FLAGS = [
 TIMEOUT_MS = 600_000  # a guard against a hang; a loaded machine needs a minute or two
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
+class QuietHandler(SimpleHTTPRequestHandler):
+    """Serves a folder without logging every request (the site test uses it too)."""
+
     def log_message(self, *args: object) -> None:
         pass
 
@@ -70,7 +73,7 @@ def print_pdf(site: Path, pdf: Path, chromium: str = CHROMIUM) -> int:
         raise ValueError(f"{site} has no index.html: build it with --builder singlehtml first")
     if not Path(chromium).is_file():
         raise FileNotFoundError(f"{chromium} is missing (Debian: apt-get install chromium)")
-    handler = functools.partial(_QuietHandler, directory=str(site))
+    handler = functools.partial(QuietHandler, directory=str(site))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     origin = f"http://127.0.0.1:{server.server_address[1]}"

@@ -15,13 +15,14 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 
 from labcore.assign import load_config
+from labcore.book_pdf import CHROMIUM, CHROMIUM_FLAGS, QuietHandler
 
 pytestmark = pytest.mark.browser
 
@@ -35,17 +36,6 @@ AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 WCAG_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 #: A text alternative that is a file name or a path (what Sphinx writes when it has nothing else).
 FILE_NAME = re.compile(r"^\S*\.(png|jpe?g|gif|svg|webp)$|^\.\./|^_images/", re.IGNORECASE)
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 
 
 def _toc_files(root: Path) -> list[str]:
@@ -66,17 +56,12 @@ def _toc_files(root: Path) -> list[str]:
     return files
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # keep pytest's output clean
-        pass
-
-
 @pytest.fixture(scope="module")
 def site(root):
     html = root / "_build" / "html"
     if not (html / "index.html").is_file():
         pytest.fail("the site is not built: run `make book` (make test builds it first)")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=html))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=html))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
