@@ -34,7 +34,19 @@
     });
   }
 
+  // The "Show code cell source" toggles of folded cells carry aria-label="Toggle hidden content",
+  // a name that leaves out their visible text (WCAG 2.5.3): let the visible text name them.
+  function nameToggles(root) {
+    root.querySelectorAll("summary[aria-label]").forEach(function (summary) {
+      var label = summary.getAttribute("aria-label").toLowerCase();
+      if (summary.textContent.toLowerCase().indexOf(label) === -1) {
+        summary.removeAttribute("aria-label");
+      }
+    });
+  }
+
   function repair(root) {
+    nameToggles(root);
     nameSliders(root);
     describeWidgetImages(root);
     fixCitationList(root);
