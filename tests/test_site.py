@@ -184,6 +184,10 @@ def test_colab_button_points_at_the_notebook(page, site, root, page_name):
 
 
 TOC_PAGES = _toc_files(ROOT)
+#: True once every region the theme can scroll is keyboard-focusable (axe: scrollable-region-focusable).
+SCROLLABLES_FOCUSABLE = """() => Array.from(document.querySelectorAll(
+    "pre, .cell_output > .output, .jp-RenderedHTMLCommon, .pst-scrollable-table-container"))
+    .every(e => e.tabIndex === 0 || (e.scrollWidth <= e.clientWidth && e.scrollHeight <= e.clientHeight))"""
 
 
 @pytest.mark.parametrize("name", TOC_PAGES)
@@ -203,6 +207,9 @@ def test_page_is_accessible_with_text_alternatives_and_no_failed_request(page, s
         ),
     )
     page.goto(f"{site}/{name}.html", wait_until="networkidle")
+    # The theme makes every scrollable code block and output focusable (tabindex 0), debounced
+    # after each change of the page (widgets, fonts, MathJax): wait for that state, not for time.
+    page.wait_for_function(SCROLLABLES_FOCUSABLE)
     page.add_script_tag(path=str(AXE))
     violations = page.evaluate(
         """async (tags) => (await axe.run(document, {runOnly: {type: "tag", values: tags}}))
