@@ -21,7 +21,8 @@ where ``softmax_j(s_ij) = exp(s_ij) / Z_i`` with ``Z_i = sum_k exp(s_ik)``. The 
 ``P_perp_x`` removes the radial part, so the velocity is tangent to the sphere
 (``<x, P_perp_x y> = <x, y> - <x, y> |x|^2 = 0`` when ``|x| = 1``) and the flow stays on it.
 For ``Q = K = V = I`` the particles attract each other and (almost surely) collapse to one point;
-for large ``beta`` they first gather in several clusters that last a long time (metastability).
+for large ``beta`` they first gather in several clusters, and two clusters at a fixed angle take a
+time exponential in ``beta`` to merge (metastability; :func:`two_cluster_merge_time`).
 
 Shapes use one vocabulary everywhere: ``batch`` (any number of leading dimensions: independent
 systems simulated at once), ``n_particles``, ``d`` (the sphere's ambient dimension), ``n_heads``,
@@ -63,6 +64,7 @@ __all__ = [
     "time_grid",
     "to_angles",
     "transformer_velocity",
+    "two_cluster_merge_time",
 ]
 
 Velocity = Callable[[torch.Tensor], torch.Tensor]
@@ -887,3 +889,68 @@ def count_clusters(x: torch.Tensor, tol: float) -> torch.Tensor:
             break
         labels = new
     return (labels == index).sum(dim=-1)
+
+
+def two_cluster_merge_time(
+    beta: float | torch.Tensor,
+    phi0: float | torch.Tensor,
+    phi_end: float = 0.05,
+    *,
+    n_points: int = 20001,
+) -> torch.Tensor:
+    """Time for two equal clusters at angle ``phi0`` to come within ``phi_end`` (``Q = K = V = I``).
+
+    Two clusters of equal mass on a great circle move like two particles: each gives weight
+    ``e^beta`` to its own cluster and ``e^{beta cos phi}`` to the other, so by the two-particle
+    computation of chapter 4 (section 4.2) their angle obeys
+    ``dphi/dt = -2 sin(phi) / (1 + e^{beta (1 - cos phi)})``. Separating the variables::
+
+        T(beta, phi0) = int_{phi_end}^{phi0} (1 + e^{beta (1 - cos phi)}) / (2 sin phi) dphi
+                      ~ e^{beta (1 - cos phi0)} / (2 beta sin^2 phi0)     (beta -> infinity),
+
+    exponential in ``beta`` at a fixed separation ``phi0`` (the rate ``1 - cos phi0`` is half the
+    squared chordal distance of the clusters). Computed by the trapezoidal rule on ``n_points``
+    equally spaced angles (relative error about 1e-6 or less for ``beta (1 - cos phi0) <= 50``
+    with the default ``n_points``); the result overflows to ``inf`` once ``beta (1 - cos phi0)``
+    exceeds about 709 in float64.
+
+    Args:
+        beta: inverse temperature, >= 0: a number or a tensor.
+        phi0: initial angle in ``(phi_end, pi)``: a number or a tensor, broadcast with ``beta``.
+        phi_end: final angle, > 0.
+        n_points: quadrature points, >= 2.
+
+    Returns:
+        The merge times, of the broadcast shape of ``beta`` and ``phi0`` (``()`` for two numbers),
+        float64 unless a tensor argument is floating (then its dtype), on the tensors' device.
+    """
+    phi_end = _check_real("phi_end", phi_end, positive=True)
+    check_positive_int("n_points", n_points)
+    if n_points < 2:
+        raise ValueError(f"n_points must be >= 2, got {n_points}")
+    tensors = [t for t in (beta, phi0) if isinstance(t, torch.Tensor)]
+    for name, value in (("beta", beta), ("phi0", phi0)):
+        if isinstance(value, torch.Tensor):
+            check_tensor(name, value, floating=True)
+        else:
+            _check_real(name, value)
+    if len(tensors) == 2:
+        check_same_device(beta=beta, phi0=phi0)
+    dtype = torch.float64
+    if tensors:
+        dtype = tensors[0].dtype
+        for t in tensors[1:]:
+            dtype = torch.promote_types(dtype, t.dtype)
+    device = tensors[0].device if tensors else None
+    beta_t = torch.as_tensor(beta, dtype=dtype, device=device)
+    phi0_t = torch.as_tensor(phi0, dtype=dtype, device=device)
+    if beta_t.device.type != "meta":
+        if not bool((beta_t >= 0).all()) or not bool(torch.isfinite(beta_t).all()):
+            raise ValueError("beta must be finite and >= 0")
+        if not bool(((phi0_t > phi_end) & (phi0_t < math.pi)).all()):
+            raise ValueError(f"phi0 must lie in (phi_end, pi) = ({phi_end}, pi), got {phi0}")
+    beta_t, phi0_t = torch.broadcast_tensors(beta_t, phi0_t)
+    s = torch.linspace(0.0, 1.0, n_points, dtype=dtype, device=beta_t.device)
+    phi = phi_end + (phi0_t.unsqueeze(-1) - phi_end) * s  # (..., n_points)
+    integrand = (1 + torch.exp(beta_t.unsqueeze(-1) * (1 - torch.cos(phi)))) / (2 * torch.sin(phi))
+    return torch.trapezoid(integrand, phi, dim=-1)

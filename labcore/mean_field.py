@@ -39,6 +39,8 @@ nothing overflows for large ``beta``. Densities are with respect to arc length o
 References:
     Geshkovski, Letrouit, Polyanskiy and Rigollet (2023), "A mathematical perspective on
     Transformers".
+    Bruno, Pasqualotto and Agazzi (2025), "Emergence of meta-stable clustering in mean-field
+    transformer models" (the unnormalised equation around the uniform density).
     Boyd (2001), "Chebyshev and Fourier spectral methods" (dealiasing, filters).
     Atkinson and Han (2012), "Spherical harmonics and approximations on the unit sphere"
     (Funk-Hecke formula).
@@ -166,7 +168,7 @@ def funk_hecke_coefficients(
     return torch.as_tensor(out, dtype=dtype, device=device)
 
 
-def circle_growth_rates(beta: float, k_max: int) -> torch.Tensor:
+def circle_growth_rates(beta: float, k_max: int, *, normalized: bool = True) -> torch.Tensor:
     """Growth rates of Fourier modes around the uniform density on the circle (``Q = K = V = I``).
 
     Derivation. Write ``rho = 1/(2 pi) + eps cos(k theta)`` and ``Z = k_beta * rho``. The Fourier
@@ -184,21 +186,32 @@ def circle_growth_rates(beta: float, k_max: int) -> torch.Tensor:
     ``I_k / I_0 ~ exp(-k^2 / (2 beta))``, so the fastest mode is near ``k* = sqrt(2 beta)``:
     a nearly uniform start first forms about ``sqrt(2 beta)`` clusters.
 
+    **Without the normaliser** (``normalized=False``): the unnormalised dynamics
+    ``dx_i/dt = P_perp_{x_i}((1/n) sum_j e^{beta <x_i, x_j>} x_j)``, whose mean-field equation
+    Bruno, Pasqualotto and Agazzi (2025) analyse, has the field ``(1/beta) d_theta Z`` instead of
+    ``(1/beta) d_theta log Z``. At the uniform density ``Z = I_0(beta)`` is a constant, so the
+    same steps give ``k^2 I_k(beta) / beta``: every rate multiplied by ``I_0(beta)``, which only
+    rescales time; the fastest ``k`` is the same.
+
     Args:
         beta: > 0.
         k_max: largest frequency.
+        normalized: the softmax dynamics (True) or the unnormalised one (False; overflows to
+            ``inf`` for ``beta`` above about 700).
 
     Returns:
         ``(k_max + 1,)`` float64: ``rate_k`` for ``k = 0 .. k_max`` (``rate_0 = 0``: mass).
     """
     beta = _check_real("beta", beta, positive=True)
     check_positive_int("k_max", k_max, allow_zero=True)
-    c = circle_kernel_coefficients(beta, k_max)
+    c = circle_kernel_coefficients(beta, k_max)  # e^{-beta} I_k(beta)
     k = torch.arange(k_max + 1, dtype=torch.float64)
-    return k**2 * c / (beta * c[0])
+    if normalized:
+        return k**2 * c / (beta * c[0])
+    return k**2 * (c * math.exp(beta)) / beta
 
 
-def sphere_growth_rates(beta: float, l_max: int) -> torch.Tensor:
+def sphere_growth_rates(beta: float, l_max: int, *, normalized: bool = True) -> torch.Tensor:
     """Growth rates of spherical-harmonic degrees around the uniform density on ``S^2``.
 
     Derivation (as on the circle, :func:`circle_growth_rates`). Write ``rho = 1/(4 pi) + eps Y_l``
@@ -216,18 +229,27 @@ def sphere_growth_rates(beta: float, l_max: int) -> torch.Tensor:
     ``beta``, ``lambda_l / lambda_0 ~ exp(-l (l + 1) / (2 beta))`` and the fastest degree is near
     ``l (l + 1) = 2 beta``. The ``2 l + 1`` harmonics of one degree grow at the same rate.
 
+    With ``normalized=False`` (the unnormalised dynamics, see :func:`circle_growth_rates`) the
+    constant normaliser ``lambda_0 / (4 pi) = i_0(beta)`` is not divided out:
+    ``rate_l = l (l + 1) i_l(beta) / beta``, the same rates times ``i_0(beta) = sinh(beta) /
+    beta`` and the same fastest degree.
+
     Args:
         beta: > 0.
         l_max: largest degree.
+        normalized: the softmax dynamics (True) or the unnormalised one (False; overflows to
+            ``inf`` for ``beta`` above about 700).
 
     Returns:
         ``(l_max + 1,)`` float64: ``rate_l`` for ``l = 0 .. l_max``.
     """
     beta = _check_real("beta", beta, positive=True)
     check_positive_int("l_max", l_max, allow_zero=True)
-    lam = funk_hecke_coefficients(beta, l_max)
+    lam = funk_hecke_coefficients(beta, l_max)  # e^{-beta} lambda_l = 4 pi e^{-beta} i_l(beta)
     ell = torch.arange(l_max + 1, dtype=torch.float64)
-    return ell * (ell + 1) * lam / (beta * lam[0])
+    if normalized:
+        return ell * (ell + 1) * lam / (beta * lam[0])
+    return ell * (ell + 1) * (lam * math.exp(beta) / (4 * math.pi)) / beta
 
 
 # --------------------------------------------------------------------------------------------------

@@ -467,3 +467,57 @@ def test_residual_network_is_the_euler_scheme_of_its_ode():
         assert net.shape == flow.shape == (n_layers + 1, 2, 3)
         errors.append((net[-1] - flow[-1]).norm().item())
     assert 1.6 < errors[0] / errors[1] < 2.4 and 1.6 < errors[1] / errors[2] < 2.4  # O(h)
+
+
+def test_merge_time_at_beta_zero_is_the_closed_form():
+    # beta = 0: the integrand is 1 / sin(phi), whose integral is log tan(phi / 2)
+    phi0 = torch.tensor([0.5, 1.5, 3.0], dtype=F64)
+    exact = torch.log(torch.tan(phi0 / 2) / math.tan(0.05 / 2))
+    torch.testing.assert_close(dynamics.two_cluster_merge_time(0.0, phi0), exact, rtol=1e-6, atol=0)
+
+
+def test_merge_time_grows_like_its_laplace_approximation_at_fixed_separation():
+    betas = torch.tensor([20.0, 40.0, 80.0, 160.0], dtype=F64)
+    phi0 = math.pi / 3
+    laplace = torch.exp(betas * (1 - math.cos(phi0))) / (2 * betas * math.sin(phi0) ** 2)
+    ratio = dynamics.two_cluster_merge_time(betas, phi0) / laplace
+    assert ((ratio - 1).abs() < 3 / betas).all()  # the relative correction is O(1 / beta)
+    assert ((ratio - 1).abs().diff() < 0).all()
+
+
+def test_merge_time_matches_two_simulated_particles():
+    cases = [(2.0, math.pi / 2), (4.0, 1.2), (6.0, math.pi / 3)]
+    pairs = from_angles(torch.tensor([[0.0, p] for _, p in cases], dtype=F64))  # (3, 2, 2)
+    betas = torch.tensor([b for b, _ in cases], dtype=F64)[:, None, None]
+    dt = 0.01
+    path = simulate(
+        pairs,
+        40.0,
+        dt,
+        lambda x: project_tangent(x, torch.softmax(betas * x @ x.mT, dim=-1) @ x),
+        progress=False,
+    )
+    gap = torch.arccos((path[:, :, 0] * path[:, :, 1]).sum(-1).clamp(-1, 1))  # (T, 3)
+    simulated = dt * (gap > 0.05).sum(0).double()
+    predicted = dynamics.two_cluster_merge_time(
+        betas.flatten(), torch.tensor([p for _, p in cases], dtype=F64)
+    )
+    torch.testing.assert_close(simulated, predicted, rtol=0, atol=2 * dt)
+
+
+def test_merge_time_shapes_dtypes_devices_and_errors():
+    t = dynamics.two_cluster_merge_time(torch.tensor([1.0, 2.0]), torch.tensor([[0.5], [1.0]]))
+    assert t.shape == (2, 2) and t.dtype == torch.float32
+    assert dynamics.two_cluster_merge_time(3.0, 1.0).dtype == F64
+    meta = dynamics.two_cluster_merge_time(torch.ones(4, device="meta"), 1.0)
+    assert meta.device.type == "meta" and meta.shape == (4,)
+    with pytest.raises(ValueError, match="phi0"):
+        dynamics.two_cluster_merge_time(1.0, math.pi)
+    with pytest.raises(ValueError, match="phi0"):
+        dynamics.two_cluster_merge_time(1.0, 0.01)
+    with pytest.raises(ValueError, match="beta"):
+        dynamics.two_cluster_merge_time(torch.tensor([-1.0]), 1.0)
+    with pytest.raises(ValueError, match="phi_end"):
+        dynamics.two_cluster_merge_time(1.0, 1.0, phi_end=0.0)
+    with pytest.raises(TypeError, match="beta"):
+        dynamics.two_cluster_merge_time(torch.tensor([1]), 1.0)

@@ -354,3 +354,34 @@ def test_bad_arguments_raise_clear_errors():
         SphereGrid(10, n_lon=12)
     with pytest.raises(ValueError, match="filter_order must be >= 1"):
         solve_circle(torch.ones(16), 1.0, 1.0, 0.1, filter_order=0)
+
+
+@pytest.mark.parametrize("beta", [0.5, 4.0, 16.0, 100.0])
+def test_unnormalised_rates_are_the_rates_times_the_constant_normaliser(beta):
+    circle = circle_growth_rates(beta, 40)
+    circle_u = circle_growth_rates(beta, 40, normalized=False)
+    i0 = torch.special.i0(torch.tensor(beta, dtype=F64))
+    torch.testing.assert_close(circle_u, circle * i0, rtol=1e-12, atol=0)
+    sphere = sphere_growth_rates(beta, 30)
+    sphere_u = sphere_growth_rates(beta, 30, normalized=False)
+    torch.testing.assert_close(sphere_u, sphere * math.sinh(beta) / beta, rtol=1e-11, atol=0)
+    assert int(circle_u.argmax()) == int(circle.argmax())  # the same fastest wave
+    assert int(sphere_u.argmax()) == int(sphere.argmax())
+
+
+def test_unnormalised_rates_linearise_the_unnormalised_equation():
+    # d_t rho = -d_theta(rho Z' / beta), Z = int e^{beta cos(theta - phi)} rho(phi) dphi, computed
+    # by direct sums on a grid for rho = 1/(2 pi) + eps cos(k theta): the result is eps r_k cos
+    beta, n, eps = 3.0, 64, 1e-7
+    theta = circle_grid(n, dtype=F64)
+    diff = theta[:, None] - theta  # theta_i - phi_j
+    rates = circle_growth_rates(beta, 6, normalized=False)
+    for k in range(1, 7):
+        rho = 1 / (2 * math.pi) + eps * torch.cos(k * theta)
+        dz = (-beta * torch.sin(diff) * torch.exp(beta * torch.cos(diff)) * rho).sum(-1) * (
+            2 * math.pi / n
+        )
+        flux = rho * dz / beta
+        freq = torch.fft.rfftfreq(n, 1 / n, dtype=F64)
+        dflux = torch.fft.irfft(1j * freq * torch.fft.rfft(flux), n=n)
+        torch.testing.assert_close(-dflux / eps, rates[k] * torch.cos(k * theta), rtol=0, atol=1e-5)
