@@ -7,6 +7,7 @@ import torch
 
 from labcore.data import (
     DigitsSplit,
+    coref,
     digits,
     gaussian_mixture_1d,
     regression_1d,
@@ -189,3 +190,136 @@ def test_two_moons_are_not_linearly_separable_but_close_to_it():
     w = torch.linalg.lstsq(A, (2 * y - 1).double()[:, None]).solution
     linear_accuracy = ((A @ w)[:, 0].sign() == (2 * y - 1)).double().mean().item()
     assert 0.75 < linear_accuracy < 0.95
+
+
+# ------------------------------------------------------------------------------------------------
+# coref: the evaluation set for a subword tokenizer (GPT-2's), tested with fake tokenizers
+
+
+class FakeSubwordTokenizer:
+    """A stand-in for a Hugging Face tokenizer, built on the corpus's word tokenizer.
+
+    Each word gets its word-tokenizer id (so a consistent fake lays prompts out exactly like the
+    tiny model's tokenizer), except that the words in ``split`` become two tokens (their own id,
+    then a fresh one) and the pairs in ``merge`` become one fresh token, as BPE would do.
+    """
+
+    def __init__(self, split=(), merge=()):
+        self.words = coref.coref_tokenizer()
+        self.split, self.merge = set(split), set(merge)
+        self.bos_token_id, self.eos_token_id, self.pad_token_id = 1, 0, None
+        self.calls_with_special_tokens = 0
+
+    def encode(self, text, add_special_tokens=True):
+        self.calls_with_special_tokens += bool(add_special_tokens)
+        words, ids, k = text.split(), [], 0
+        while k < len(words):  # one word (or merged pair) at a time
+            if tuple(words[k : k + 2]) in self.merge:
+                ids.append(1000 + len(self.words) + k)
+                k += 2
+                continue
+            ids.append(self.words.token_id(words[k]))
+            if words[k] in self.split:
+                ids.append(500 + self.words.token_id(words[k]))
+            k += 1
+        return ids
+
+
+def _held_out(n=60, seed=3):
+    return coref.coref_examples(n, coref.split_pairs(0)[1], seed=seed)
+
+
+def test_gpt2_evaluation_set_with_one_token_words_matches_the_tiny_layout():
+    examples = _held_out()
+    tiny = coref.evaluation_set("held_out", 60, seed=3)
+    fake = FakeSubwordTokenizer()
+    bpe = coref.gpt2_evaluation_set(examples, fake)
+    assert fake.calls_with_special_tokens == 0  # no special token added inside the prompts
+    assert [e.prompt for e in bpe.examples] == [e.prompt for e in tiny.examples]
+    for name in ("tokens", "lengths", "answer", "distractor"):
+        assert torch.equal(getattr(bpe, name), getattr(tiny, name)), name
+    assert bpe.positions.keys() == tiny.positions.keys()
+    for role, where in tiny.positions.items():
+        assert torch.equal(bpe.positions[role], where), role
+
+
+def test_evaluation_set_positions_point_at_the_words():
+    tok = coref.coref_tokenizer()
+    ev = coref.evaluation_set("held_out", 200, seed=5, tokenizer=tok)
+    rows = torch.arange(len(ev))
+    assert torch.equal(ev.tokens[rows, ev.positions["answer"]], ev.answer)
+    assert torch.equal(ev.tokens[rows, ev.positions["distractor"]], ev.distractor)
+    assert torch.equal(ev.positions["end"], ev.lengths - 1)
+    assert (ev.tokens[rows, ev.positions["it"]] == tok.token_id("it")).all()
+    assert (ev.tokens[rows, ev.positions["end"]] == tok.token_id("=")).all()
+    animate = torch.tensor([e.animate_answer for e in ev.examples])
+    assert torch.equal(
+        ev.positions["animal"],
+        torch.where(animate, ev.positions["answer"], ev.positions["distractor"]),
+    )
+    properties = {tok.token_id(w) for w in coref.ANIMATE_PROPERTIES + coref.INANIMATE_PROPERTIES}
+    assert set(ev.tokens[rows, ev.positions["property"]].tolist()) <= properties
+
+
+def test_gpt2_evaluation_set_reads_positions_from_the_tokenizer_not_from_word_counts():
+    # places and connectives split into two tokens: every later position moves, the ids do not
+    split = {"garden", "kitchen", "river", "because", "beside"}
+    examples = _held_out(80, seed=4)
+    fake = FakeSubwordTokenizer(split=split)
+    ev = coref.gpt2_evaluation_set(examples, fake)
+    rows = torch.arange(len(ev))
+    n_split = torch.tensor([sum(w in split for w in e.prompt.split()) for e in examples])
+    assert n_split.sum() > 0
+    assert torch.equal(
+        ev.lengths, torch.tensor([len(e.prompt.split()) + 1 for e in examples]) + n_split
+    )
+    assert torch.equal(ev.tokens[rows, ev.positions["answer"]], ev.answer)
+    assert torch.equal(ev.tokens[rows, ev.positions["distractor"]], ev.distractor)
+    assert (ev.tokens[rows, ev.positions["end"]] == fake.words.token_id("=")).all()
+    assert torch.equal(ev.positions["end"], ev.lengths - 1)
+    word_ids = coref.evaluation_set("held_out", 80, seed=4).positions["property"]
+    assert (ev.positions["property"] >= word_ids).all() and (
+        ev.positions["property"] > word_ids
+    ).any()
+
+
+def test_single_token_ids_names_every_word_that_is_split():
+    fake = FakeSubwordTokenizer(split={"rabbit", "dented"})
+    with pytest.raises(ValueError, match=r"2 word\(s\).*' rabbit'.*' dented'"):
+        coref.single_token_ids([*coref.ANIMATE, *coref.INANIMATE_PROPERTIES], fake)
+    with pytest.raises(ValueError, match="' rabbit'"):
+        coref.gpt2_evaluation_set(_held_out(5), fake)
+    ids = coref.single_token_ids(["cat", "dog"], fake)
+    assert ids == {"cat": fake.words.token_id("cat"), "dog": fake.words.token_id("dog")}
+
+
+def test_single_token_ids_refuses_words_that_share_a_token():
+    class Lossy(FakeSubwordTokenizer):  # "cow" and "cat" both become the token of "cat"
+        def encode(self, text, add_special_tokens=True):
+            return super().encode(text.replace("cow", "cat"), add_special_tokens)
+
+    with pytest.raises(ValueError, match=r"share one token id.*\['cat', 'cow'\]"):
+        coref.single_token_ids(coref.ANIMATE, Lossy())
+
+
+def test_gpt2_evaluation_set_refuses_a_tokenizer_that_merges_across_words():
+    fake = FakeSubwordTokenizer(merge={("the", "cat"), ("the", "dog"), ("the", "fox")})
+    with pytest.raises(ValueError, match="cannot be read from word positions"):
+        coref.gpt2_evaluation_set(_held_out(200), fake)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: coref.gpt2_evaluation_set([], FakeSubwordTokenizer()), ValueError, "at least one"),
+        (
+            lambda: coref.single_token_ids("cat", FakeSubwordTokenizer()),
+            TypeError,
+            "sequence of str",
+        ),
+        (lambda: coref.single_token_ids(["cat"], object()), TypeError, "encode"),
+    ],
+)
+def test_gpt2_evaluation_set_rejects_bad_arguments(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

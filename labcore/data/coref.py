@@ -34,7 +34,8 @@ the pronoun for *combinations* of nouns it never saw together.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -53,7 +54,9 @@ __all__ = [
     "coref_examples",
     "coref_tokenizer",
     "evaluation_set",
+    "gpt2_evaluation_set",
     "lm_tensors",
+    "single_token_ids",
     "split_pairs",
 ]
 
@@ -410,6 +413,10 @@ class CorefEvalSet:
         lengths: ``(batch,)`` prompt lengths; the prediction is read at ``lengths - 1``.
         answer, distractor: ``(batch,)`` token ids.
         examples: the sentences.
+        positions: ``role -> (batch,)`` token positions in ``tokens`` (``<bos>`` is position 0) of
+            the first token of a word of each prompt: ``"animal"``, ``"object"``, ``"answer"``,
+            ``"distractor"`` (the two nouns), ``"property"`` (the adjective), ``"it"`` (the first
+            "it") and ``"end"`` (``"="``, ``lengths - 1``). Empty when built by hand.
     """
 
     tokens: torch.Tensor
@@ -417,6 +424,7 @@ class CorefEvalSet:
     answer: torch.Tensor
     distractor: torch.Tensor
     examples: list[CorefExample]
+    positions: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -449,7 +457,190 @@ def evaluation_set(
     tokens, lengths = tokenizer.encode_batch([e.prompt for e in examples], device=device)
     answer = torch.tensor([tokenizer.token_id(e.answer) for e in examples], device=device)
     distractor = torch.tensor([tokenizer.token_id(e.distractor) for e in examples], device=device)
-    return CorefEvalSet(tokens, lengths, answer, distractor, examples)
+    positions = _word_positions(examples, lambda text: tokenizer.encode(text, add_bos=False))
+    return CorefEvalSet(
+        tokens,
+        lengths,
+        answer,
+        distractor,
+        examples,
+        {role: torch.tensor(pos, device=device) for role, pos in positions.items()},
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Subword tokenizers (GPT-2)
+# --------------------------------------------------------------------------------------------------
+def _plain_encoder(tokenizer: Any) -> Callable[[str], list[int]]:
+    """``text -> ids`` without special tokens, for a WordTokenizer or a Hugging Face tokenizer."""
+    if isinstance(tokenizer, WordTokenizer):
+        return lambda text: tokenizer.encode(text, add_bos=False)
+    if not callable(getattr(tokenizer, "encode", None)):
+        raise TypeError(
+            f"tokenizer must have an encode(text) method, got {type(tokenizer).__name__}"
+        )
+
+    def encode(text: str) -> list[int]:
+        try:
+            return list(tokenizer.encode(text, add_special_tokens=False))
+        except TypeError:  # a tokenizer without Hugging Face's keyword
+            return list(tokenizer.encode(text))
+
+    return encode
+
+
+def single_token_ids(words: Sequence[str], tokenizer: Any, *, prefix: str = " ") -> dict[str, int]:
+    """The token id of ``prefix + word`` for each word, checked to be exactly one token.
+
+    The model predicts the answer as its next token, so the answer's logit is the logit of one
+    token. A subword tokenizer (GPT-2's byte-pair encoding) splits rarer words into several tokens;
+    reading only the first of them would compare prefixes, and two words that share a first token
+    would get the same "answer id". This function refuses both.
+
+    Args:
+        words: the words, e.g. ``ANIMATE + INANIMATE``.
+        tokenizer: a :class:`WordTokenizer` or anything with ``encode(text) -> list[int]`` (a
+            Hugging Face tokenizer; special tokens are not added).
+        prefix: prepended to each word; ``" "`` because in a sentence each of these words follows
+            a space, and GPT-2 encodes ``" cat"`` and ``"cat"`` differently.
+
+    Returns:
+        ``word -> id``, in the order of ``words``.
+
+    Raises:
+        ValueError: naming every word that is not exactly one token (with its tokens), and every
+            group of words that share one id.
+    """
+    if isinstance(words, str) or not all(isinstance(w, str) for w in words):
+        raise TypeError(f"words must be a sequence of str, got {words!r}")
+    encode = _plain_encoder(tokenizer)
+    ids, split = {}, {}
+    for word in words:  # a few dozen words: one encoding each
+        encoded = encode(prefix + word)
+        if len(encoded) == 1:
+            ids[word] = int(encoded[0])
+        else:
+            split[word] = encoded
+    if split:
+        listed = ", ".join(f"{prefix + w!r} -> {t}" for w, t in split.items())
+        raise ValueError(
+            f"{len(split)} word(s) are not one token in {type(tokenizer).__name__}'s vocabulary: "
+            f"{listed}. Their logit is not one token's logit; leave them out of the prompts "
+            "(or read the answer's first token knowingly, and check that no two words share it)"
+        )
+    by_id: dict[int, list[str]] = {}
+    for word, i in ids.items():
+        by_id.setdefault(i, []).append(word)
+    shared = [group for group in by_id.values() if len(group) > 1]
+    if shared:
+        raise ValueError(
+            f"words that share one token id in {type(tokenizer).__name__}: {shared}; the model "
+            "could not tell their answers apart"
+        )
+    return ids
+
+
+def _word_positions(
+    examples: Sequence[CorefExample], encode: Callable[[str], list[int]]
+) -> dict[str, list[int]]:
+    """Positions (after one ``<bos>``) of the first token of the nouns, property, first "it", "=".
+
+    The position of word ``k`` of a prompt is ``1 + len(encode(first k words))``, which holds as
+    long as the encoding of the first ``k`` words is a prefix of the encoding of the prompt (true
+    of GPT-2, whose byte-pair merges never cross a space); that is checked, so a tokenizer that
+    merges across words raises instead of giving wrong positions.
+    """
+    properties = set(ANIMATE_PROPERTIES) | set(INANIMATE_PROPERTIES)
+    roles: dict[str, list[int]] = {
+        r: [] for r in ("animal", "object", "answer", "distractor", "property", "it", "end")
+    }
+    for e in examples:  # string work, one prompt at a time
+        words = e.prompt.split()
+        full = encode(e.prompt)
+        animal, thing = (e.answer, e.distractor) if e.animate_answer else (e.distractor, e.answer)
+        index = {
+            "animal": words.index(animal),
+            "object": words.index(thing),
+            "property": next(k for k, w in enumerate(words) if w in properties),
+            "it": words.index("it"),
+        }
+        where = {}
+        for role, k in index.items():
+            before = encode(" ".join(words[:k])) if k else []
+            if full[: len(before)] != before:
+                raise ValueError(
+                    f"the tokenizer encodes {' '.join(words[:k])!r} differently at the start of "
+                    f"{e.prompt!r}: token positions cannot be read from word positions"
+                )
+            where[role] = 1 + len(before)  # + 1 for <bos>
+        where["answer"] = where["animal"] if e.animate_answer else where["object"]
+        where["distractor"] = where["object"] if e.animate_answer else where["animal"]
+        where["end"] = len(full)  # "=" is the last token: 1 + len(full) - 1
+        for role in roles:
+            roles[role].append(where[role])
+    return roles
+
+
+def gpt2_evaluation_set(
+    examples: Sequence[CorefExample],
+    tokenizer: Any,
+    *,
+    device: torch.device | str | None = None,
+) -> CorefEvalSet:
+    """An evaluation set of the corpus for a subword tokenizer such as GPT-2's.
+
+    Each prompt becomes ``<bos>`` followed by the tokenizer's own encoding of ``example.prompt``,
+    right-padded (with the pad token, or end-of-text where there is none). Before anything else
+    every noun and property word of the grammar is checked to be one token with a leading space
+    (:func:`single_token_ids`), so that ``answer`` and ``distractor`` are the ids of whole words.
+    Positions are read from the tokenizer's encoding, never from word counts (GPT-2 may split the
+    other words, e.g. places, into several tokens).
+
+    Args:
+        examples: sentences from :func:`coref_examples`.
+        tokenizer: a Hugging Face tokenizer (``encode``, ``bos_token_id``, ``eos_token_id``,
+            ``pad_token_id``), e.g. the one of ``GPT.from_pretrained("gpt2")``.
+        device: where to put the tensors.
+
+    Returns:
+        A :class:`CorefEvalSet` with ``positions`` filled; with a tokenizer that maps every word
+        to one token it is laid out exactly as :func:`evaluation_set`.
+
+    Raises:
+        ValueError: a noun or property word that is not one token (named in the message), two
+            words sharing a token, or no examples.
+    """
+    examples = list(examples)
+    if not examples:
+        raise ValueError("examples must hold at least one CorefExample, got none")
+    bos = getattr(tokenizer, "bos_token_id", None)
+    pad = getattr(tokenizer, "pad_token_id", None)
+    pad = getattr(tokenizer, "eos_token_id", None) if pad is None else pad
+    if bos is None or pad is None:
+        raise ValueError(
+            "tokenizer must define bos_token_id and pad_token_id or eos_token_id, got "
+            f"bos_token_id={bos}, pad/eos={pad}"
+        )
+    ids = single_token_ids(
+        [*ANIMATE, *INANIMATE, *ANIMATE_PROPERTIES, *INANIMATE_PROPERTIES], tokenizer
+    )
+    encode = _plain_encoder(tokenizer)
+    encoded = [[bos, *encode(e.prompt)] for e in examples]
+    lengths = torch.tensor([len(i) for i in encoded], device=device)
+    tokens = torch.full((len(encoded), int(lengths.max())), pad, device=device)
+    for row, i in enumerate(encoded):  # ragged Python lists: one copy per prompt
+        tokens[row, : len(i)] = torch.tensor(i, device=device)
+    answer = torch.tensor([ids[e.answer] for e in examples], device=device)
+    distractor = torch.tensor([ids[e.distractor] for e in examples], device=device)
+    positions = _word_positions(examples, encode)
+    return CorefEvalSet(
+        tokens,
+        lengths,
+        answer,
+        distractor,
+        examples,
+        {role: torch.tensor(pos, device=device) for role, pos in positions.items()},
+    )
 
 
 @torch.no_grad()
