@@ -48,9 +48,11 @@ The module reads top to bottom:
 
    and DASP estimates each expectation without sampling: a random coalition of size ``k`` makes
    the first layer's pre-activations sums of ``k`` of the other players' contributions drawn
-   without replacement, whose mean and variance are known in closed form; the network then
-   propagates means and variances (a Lightweight Probabilistic Deep Network, Gast & Roth,
-   "Lightweight Probabilistic Deep Networks", CVPR 2018; see ``labcore.probabilistic``).
+   without replacement, whose mean and variance are known in closed form (exactly, unit by unit;
+   the units share the coalition, so they are correlated, and their distribution is discrete, not
+   Gaussian); the network then propagates means and variances of independent Gaussian units (a
+   Lightweight Probabilistic Deep Network, Gast & Roth, "Lightweight Probabilistic Deep
+   Networks", CVPR 2018; see ``labcore.probabilistic``).
    ``2 n^2`` probabilistic passes replace ``2^n`` evaluations; the result is exact for affine
    models and for ``n <= 2`` players, approximate otherwise (not exactly efficient).
 
@@ -950,10 +952,13 @@ def dasp(
            mean = A(x') + k s / N,    var = k (N - k) / (N (N - 1)) * (q - s^2 / N)
 
        and adding player ``i`` shifts the mean by ``u_i``. The variance vanishes for ``k = 0``
-       and ``k = N``, so those two sizes are exact.
+       and ``k = N``, so those two sizes are exact. Only these two moments of each unit are
+       exact: the units share the coalition ``S_k``, so they are correlated (covariance
+       ``k (N - k) / (N (N - 1)) * (sum_j u_aj u_bj - s_a s_b / N)`` for units ``a``, ``b``), and
+       each takes at most ``C(N, k)`` values.
     2. *The rest* of the network propagates the Gaussian ``N(mean, var)`` of every unit
-       (``ProbReLU``, ``ProbLinear``, ...) as if units were independent; the output's mean
-       estimates the expectation.
+       (``ProbReLU``, ``ProbLinear``, ...) as if units were independent (the off-diagonal
+       covariances are dropped); the output's mean estimates the expectation.
 
     The cost is ``2 n^2 * batch`` probabilistic passes (each about two plain forward passes),
     in chunks of at most ``batch_size``, after one pass of the first block over the
