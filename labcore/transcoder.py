@@ -945,6 +945,7 @@ def top_activating_examples(
     *,
     tokenizer: Any = None,
     window: int = 12,
+    distinct: bool = True,
 ) -> list[ActivatingExample]:
     """The ``k`` tokens on which ``feature`` is largest, with their preceding context.
 
@@ -955,6 +956,9 @@ def top_activating_examples(
         k: how many examples (fewer when fewer tokens exist); only tokens where it fires count.
         tokenizer: anything with ``decode(list[int]) -> str``, to show text.
         window: tokens of context shown, the activating one included.
+        distinct: keep only the first (largest) example of each context text. Templated data
+            repeat short contexts ("<bos> in the [[kitchen]]" starts many prompts, with the same
+            activation each time); without this, one context can fill the whole list.
 
     Returns:
         A list of :class:`ActivatingExample`, largest activation first.
@@ -972,10 +976,12 @@ def top_activating_examples(
     check_positive_int("k", k)
     check_positive_int("window", window)
     values = features[..., feature].flatten()  # (batch * pos,)
-    top = values.topk(min(k, values.numel()))
-    examples = []
-    for value, flat in zip(top.values.tolist(), top.indices.tolist(), strict=True):  # k, to show
-        if value <= 0:
+    n_active = int((values > 0).sum())
+    order = values.topk(n_active if distinct else min(k, n_active))  # largest first
+    examples: list[ActivatingExample] = []
+    seen: set[str] = set()
+    for value, flat in zip(order.values.tolist(), order.indices.tolist(), strict=True):
+        if len(examples) == k:  # stops after k (distinct) examples: a loop over what is shown
             break
         b, p = divmod(flat, tokens.shape[1])
         ids = tokens[b, max(0, p - window + 1) : p + 1].tolist()
@@ -983,7 +989,11 @@ def top_activating_examples(
             context = f"{ids[:-1]} [[{ids[-1]}]]"
         else:
             context = f"{tokenizer.decode(ids[:-1])} [[{tokenizer.decode(ids[-1:])}]]"
-        examples.append(ActivatingExample(value, b, p, context.strip()))
+        context = context.strip()
+        if distinct and context in seen:
+            continue
+        seen.add(context)
+        examples.append(ActivatingExample(value, b, p, context))
     return examples
 
 
@@ -1016,9 +1026,12 @@ def feature_connections(
 
     Upstream feature ``i`` writes ``W_dec_up[i]`` into the residual stream; downstream feature ``j``
     reads ``W_enc_down[:, j]`` from ``LN2`` of its block. Treating that LayerNorm as linear (centre,
-    then the gain ``ln_weight``; its per-token scale omitted) and ignoring attention in between,
-    the connection is ``((W_dec_up - mean) * gamma) W_enc_down`` (Dunefsky et al., 2024, sec. 4):
-    how much ``f_j``'s pre-activation moves per unit of ``f_i``, whatever the prompt.
+    divide by the token's scale ``sigma``, multiply by the gain ``ln_weight``) and ignoring
+    attention in between, feature ``j``'s pre-activation moves by ``C_ij / sigma`` per unit of
+    ``f_i``, with ``C = ((W_dec_up - mean) * gamma) W_enc_down`` (Dunefsky et al., 2024, sec. 4).
+    This function returns ``C``, the input-invariant part: ``sigma`` is one positive number per
+    token, the same for every pair ``(i, j)``, so it rescales a token's connections without
+    reordering them; divide by it to compare with gradients on a given token.
 
     Args:
         upstream, downstream: transcoders of layers ``l < l'`` (``d_out`` of the first =

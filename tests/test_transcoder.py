@@ -615,3 +615,20 @@ def test_shipped_sweep_has_l1_sparser_than_l2_at_matched_fidelity() -> None:
         assert all(a["fvu"] < b["fvu"] for a, b in pairwise(rows))
     l1, l2 = l0_at_fvu(curves["l1"], 0.02), l0_at_fvu(curves["l2"], 0.02)
     assert l1 < l2 / 4
+
+
+def test_top_activating_examples_drop_repeated_contexts() -> None:
+    # prompt 1 repeats prompt 0's context, so its token ties with prompt 0's: shown once
+    tokens = torch.tensor([[1, 5, 6, 7], [1, 5, 6, 7], [1, 8, 6, 9]])
+    features = torch.zeros(3, 4, 2)
+    features[0, 2, 1] = features[1, 2, 1] = 3.0
+    features[2, 2, 1], features[2, 3, 1], features[0, 1, 1] = 2.0, 1.0, 0.5
+    distinct = top_activating_examples(features, tokens, 1, k=3)
+    assert [e.activation for e in distinct] == [3.0, 2.0, 1.0]
+    assert len({e.context for e in distinct}) == 3
+    assert [(e.batch, e.position) for e in distinct][1:] == [(2, 2), (2, 3)]
+    repeated = top_activating_examples(features, tokens, 1, k=3, distinct=False)
+    assert [e.activation for e in repeated] == [3.0, 3.0, 2.0]
+    assert repeated[0].context == repeated[1].context
+    assert len(top_activating_examples(features, tokens, 1, k=10)) == 4  # all active, distinct
+    assert top_activating_examples(features, tokens, 0, k=3) == []  # never active
