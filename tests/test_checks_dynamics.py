@@ -16,6 +16,8 @@ from labcore import mean_field as MF
 from labcore.checks import CheckFailed
 from labcore.checks import dynamics as checks
 
+F64 = torch.float64
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -112,6 +114,28 @@ def continuity_rhs(rho, beta):
     return -torch.fft.irfft(ik * torch.fft.rfft(rho * circle_velocity(rho, beta)), n=n)
 
 
+def first_merge_time(betas, phi_end=0.05):
+    times = []
+    for beta in betas:
+        k_max = 4 * math.ceil(math.sqrt(beta)) + 4
+        k_star = int(MF.circle_growth_rates(beta, k_max).argmax())
+        phi = torch.linspace(phi_end, 2 * math.pi / k_star, 20001, dtype=torch.float64)
+        f = (1 + torch.exp(beta * (1 - torch.cos(phi)))) / (2 * torch.sin(phi))
+        times.append(torch.trapezoid(f, phi))
+    return torch.stack(times)
+
+
+def _first_merge_time_sqrt(betas, phi_end=0.05):
+    # a valid alternative: k* = round(sqrt(2 beta)) is the argmax for every beta in [4, 400], and
+    # a finer trapezoidal rule agrees to well within the tolerance
+    out = []
+    for beta in betas:
+        phi = torch.linspace(phi_end, 2 * math.pi / round(math.sqrt(2 * beta)), 100001, dtype=F64)
+        f = (1 + torch.exp(beta * (1 - torch.cos(phi)))) / (2 * torch.sin(phi))
+        out.append(torch.trapezoid(f, phi))
+    return torch.stack(out)
+
+
 CHECKS_AND_ANSWERS = [
     (checks.check_project_tangent, project_tangent),
     (checks.check_attention_velocity, attention_velocity),
@@ -122,6 +146,7 @@ CHECKS_AND_ANSWERS = [
     (checks.check_cluster_counts, cluster_counts),
     (checks.check_circle_velocity, circle_velocity),
     (checks.check_continuity_rhs, continuity_rhs),
+    (checks.check_first_merge_time, first_merge_time),
 ]
 
 
@@ -177,6 +202,27 @@ def _transposed_counts(x0, betas, t_max, dt, tol, record_every=1):
 
 def _order_without_log(step, dts, t_max=2.0, phi0=1.5):
     return 1.0  # a constant, whatever the method: right for Euler only
+
+
+def _merge_with_spacing(betas, phi_end, circle, shift=0, one=1.0):
+    out = []
+    for beta in betas:
+        k_star = int(MF.circle_growth_rates(beta, 40).argmax()) + shift
+        phi = torch.linspace(phi_end, circle / k_star, 20001, dtype=F64)
+        f = (one + torch.exp(beta * (1 - torch.cos(phi)))) / (2 * torch.sin(phi))
+        out.append(torch.trapezoid(f, phi))
+    return torch.stack(out)
+
+
+def _first_merge_laplace(betas, phi_end=0.05):
+    beta = torch.tensor(betas, dtype=F64)
+    phi0 = 2 * math.pi / torch.tensor([float(round(math.sqrt(2 * b))) for b in betas], dtype=F64)
+    return torch.exp(beta * (1 - torch.cos(phi0))) / (2 * beta * torch.sin(phi0) ** 2)
+
+
+def test_first_merge_time_accepts_a_valid_alternative(capsys):
+    checks.check_first_merge_time(_first_merge_time_sqrt)
+    assert capsys.readouterr().out.startswith("\u2714 first_merge_time")
 
 
 @pytest.mark.parametrize(
@@ -279,6 +325,39 @@ def _order_without_log(step, dts, t_max=2.0, phi0=1.5):
                 )
             ),
             "differentiate the flux",
+        ),
+        (
+            checks.check_first_merge_time,
+            lambda betas, phi_end=0.05: _merge_with_spacing(betas, phi_end, math.pi),
+            r"(?s)\[betas = \[16, 36, 100\].*expected:.*got:.*2 pi / k\* apart \(not pi / k\*\)",
+        ),
+        (
+            checks.check_first_merge_time,
+            lambda betas, phi_end=0.05: _merge_with_spacing(betas, phi_end, 2 * math.pi, shift=-1),
+            "do not drop it before taking the argmax",
+        ),
+        (
+            checks.check_first_merge_time,
+            lambda betas, phi_end=0.05: 2 * first_merge_time(betas, phi_end),
+            "twice the speed",
+        ),
+        (
+            checks.check_first_merge_time,
+            lambda betas, phi_end=0.05: _merge_with_spacing(betas, phi_end, 2 * math.pi, one=0.0),
+            "the 1 comes from the weight",
+        ),
+        (checks.check_first_merge_time, _first_merge_laplace, "large-beta approximation"),
+        (
+            checks.check_first_merge_time,
+            lambda betas, phi_end=0.05: first_merge_time(betas, phi_end).float(),
+            "expected dtype torch.float64",
+        ),
+        (
+            checks.check_first_merge_time,
+            lambda betas, phi_end=0.05: D.two_cluster_merge_time(
+                torch.tensor(betas, dtype=F64), 1.0, phi_end
+            ),
+            "do not call labcore.dynamics.two_cluster_merge_time",
         ),
     ],
 )

@@ -201,6 +201,7 @@ REFERENCES: dict[str, Any] = {
     "cluster_counts": dynamics_checks._reference_counts,
     "circle_velocity": mean_field.circle_velocity,
     "continuity_rhs": dynamics_checks._continuity_rhs,
+    "first_merge_time": dynamics_checks._reference_first_merge_times,
 }
 
 

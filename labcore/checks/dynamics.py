@@ -6,8 +6,9 @@ a batch of one system, float64, large ``beta``, the device in use), and prints o
 ✔ or raises :class:`~labcore.checks.CheckFailed` saying which input failed, what was expected, what
 came and, where a typical mistake gives a recognisable result, what the likely cause is (the seed
 presentation's projection ``<x, y> y``, a softmax over the wrong axis, half steps missing in RK4,
-...). While the student's code runs, the labcore function that the exercise rebuilds is switched
-off, so that calling it fails with a clear message instead of passing silently.
+the first clusters' spacing taken as ``pi / k*``, ...). While the student's code runs, the
+labcore function that the exercise rebuilds is switched off, so that calling it fails with a
+clear message instead of passing silently.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "check_cluster_counts",
     "check_circle_velocity",
     "check_continuity_rhs",
+    "check_first_merge_time",
 ]
 
 Tensor = torch.Tensor
@@ -667,3 +669,73 @@ def check_continuity_rhs(continuity_rhs: Callable) -> None:
         )
         compare(case, got, expected, **_tolerance(rho.dtype), hint=hint)
     passed("continuity_rhs", len(cases))
+
+
+# --------------------------------------------------------------------------------------------------
+# exercise 10: how long the first clusters last
+# --------------------------------------------------------------------------------------------------
+def _k_star(beta: float) -> int:
+    """The fastest wave on the circle, ``argmax_k k^2 I_k(beta) / (beta I_0(beta))``."""
+    k_max = 4 * math.ceil(math.sqrt(beta)) + 4
+    return int(MF.circle_growth_rates(beta, k_max).argmax())
+
+
+def _reference_first_merge_times(betas, phi_end: float = 0.05) -> Tensor:
+    """``T(beta, 2 pi / k*(beta))`` for each beta: ``(len(betas),)`` float64."""
+    phi0 = torch.tensor([2 * math.pi / _k_star(b) for b in betas], dtype=F64)
+    return D.two_cluster_merge_time(torch.tensor(list(betas), dtype=F64), phi0, phi_end)
+
+
+def _first_merge_mistakes(betas, phi_end: float) -> dict[str, Callable[[], Tensor]]:
+    beta = torch.tensor(list(betas), dtype=F64)
+    k = torch.tensor([_k_star(b) for b in betas], dtype=F64)
+    phi0 = 2 * math.pi / k
+
+    def merge(angle: Tensor) -> Tensor:
+        return D.two_cluster_merge_time(beta, angle, phi_end)
+
+    def without_the_one() -> Tensor:  # the integral of 1 / (2 sin phi) is log tan(phi / 2) / 2
+        return merge(phi0) - 0.5 * torch.log(torch.tan(phi0 / 2) / math.tan(phi_end / 2))
+
+    return {
+        "k* clusters share the circle, so neighbours are 2 pi / k* apart (not pi / k*)": lambda: (
+            merge(math.pi / k)
+        ),
+        "k* is the frequency k of the largest rate; the rates' index 0 is k = 0, so do not drop "
+        "it before taking the argmax (or add 1 back)": lambda: merge(2 * math.pi / (k - 1)),
+        "the integrand is (1 + e^{beta (1 - cos phi)}) / (2 sin phi): the 1 comes from the "
+        "weight e^beta of a cluster on itself": without_the_one,
+        "both clusters move, so the angle closes at twice the speed of one cluster: divide by "
+        "2 sin(phi)": lambda: 2 * merge(phi0),
+        "compute the integral itself, not its large-beta approximation "
+        "e^{beta (1 - cos phi0)} / (2 beta sin^2 phi0)": lambda: (
+            torch.exp(beta * (1 - torch.cos(phi0))) / (2 * beta * torch.sin(phi0) ** 2)
+        ),
+    }
+
+
+def check_first_merge_time(first_merge_time: Callable) -> None:
+    """``first_merge_time(betas, phi_end=0.05) -> (len(betas),)``: ``T(beta, 2 pi / k*(beta))``."""
+    cases = [
+        ("betas = [16, 36, 100] (the fastest waves k* = 6, 8, 14), phi_end = 0.05",
+         [16.0, 36.0, 100.0], 0.05),
+        ("betas = [4, 8.5] (k* = 3 and 4), phi_end = 0.05", [4.0, 8.5], 0.05),
+        ("one beta = [50], phi_end = 0.1", [50.0], 0.1),
+    ]  # fmt: skip
+    for case, betas, phi_end in cases:
+        before = list(betas)
+        with _without((D, "two_cluster_merge_time"), what="the merge-time integral"):
+            got = run_case(case, first_merge_time, betas, phi_end)
+        if betas != before:
+            raise CheckFailed(f"[{case}] your function modified its input 'betas' in place")
+        expected = _reference_first_merge_times(betas, phi_end)
+        hint = _diagnose(
+            got,
+            expected,
+            _first_merge_mistakes(betas, phi_end),
+            "for each beta take k* = argmax_k r_k(beta), phi0 = 2 pi / k*, and integrate "
+            "(1 + e^{beta (1 - cos phi)}) / (2 sin phi) from phi_end to phi0 (trapezoidal rule on "
+            "20001 points); return a float64 tensor with one time per beta",
+        )
+        compare(case, got, expected, atol=0.0, rtol=1e-4, hint=hint)
+    passed("first_merge_time", len(cases))

@@ -1,6 +1,6 @@
 """Rubric of lab 4, attention dynamics (``labs/04-dynamics.ipynb``).
 
-Nine exercises, 16 points. The hidden particles, matrices and densities are drawn from the grader's
+Ten exercises, 18 points. The hidden particles, matrices and densities are drawn from the grader's
 ``--seed``; velocity fields and step functions handed to the student's code are built in the kernel
 from a name and a few tensors (``_FIELDS_SOURCE``), and the grader rebuilds the same ones. The
 expected results come from :mod:`labcore.dynamics`, :mod:`labcore.mean_field` and the exercise
@@ -434,6 +434,33 @@ def _score_rhs(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | Non
     )  # fmt: skip
 
 
+# --------------------------------------------------------------------------- exercise 10
+def _first_merge_cases(seed: int) -> list[HiddenCase]:
+    g = _generator(seed, 10)
+
+    def betas(n: int) -> list[float]:  # beta in [4, 200], multiples of 0.5 (so k* >= 3)
+        return sorted(4.0 + 0.5 * round(392 * torch.rand(1, generator=g).item()) for _ in range(n))
+
+    settings = [(betas(3), 0.05), (betas(2), 0.1), ([4.0], 0.05)]
+    return [
+        HiddenCase(
+            f"betas = {b}, phi_end = {phi_end}",
+            {"args": [b, phi_end]},
+            checks._reference_first_merge_times(b, phi_end),
+        )
+        for b, phi_end in settings
+    ]
+
+
+def _score_first_merge(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | None:
+    return tensor_mismatch(
+        value, case.expected, atol=0.0, rtol=1e-4,
+        hint="for each beta, k* = argmax_k r_k(beta) (k >= 1), phi0 = 2 pi / k*, and T = the "
+        "integral of (1 + e^{beta (1 - cos phi)}) / (2 sin phi) from phi_end to phi0; one float64 "
+        "time per beta",
+    )  # fmt: skip
+
+
 RUBRIC = Rubric(
     lab="04-dynamics",
     exercises=(
@@ -472,6 +499,9 @@ RUBRIC = Rubric(
         ),
         Exercise("ex-circle-velocity", "circle_velocity", 2, _velocity_cases, _score_velocity),
         Exercise("ex-continuity-rhs", "continuity_rhs", 2, _rhs_cases, _score_rhs),
+        Exercise(
+            "ex-first-merge-time", "first_merge_time", 2, _first_merge_cases, _score_first_merge
+        ),
     ),  # fmt: skip
     reference_modules=("labcore.dynamics", "labcore.mean_field", "labcore.checks.dynamics"),
 )
