@@ -238,8 +238,10 @@ def scaled_dot_product_attention(
         v: values, ``(..., S, d_v)``. ``q``, ``k`` and ``v`` share their leading dimensions
             (e.g. ``batch, n_heads``), dtype and device.
         mask: ``None``; a bool tensor broadcastable to ``(..., T, S)``, True where query ``i`` may
-            attend to key ``j`` (torch's convention; see :func:`causal_mask`); or a float tensor
-            added to the scores (``0`` to keep, ``-inf`` to mask).
+            attend to key ``j`` (the convention of ``torch.nn.functional.scaled_dot_product_attention``;
+            ``torch.nn.MultiheadAttention``'s boolean masks mean the opposite, True = not allowed;
+            see :func:`causal_mask`); or a float tensor added to the scores (``0`` to keep,
+            ``-inf`` to mask).
         scale: multiplies ``Q K^T``; defaults to ``1 / sqrt(d_k)``.
         return_weights: also return the attention weights.
 
@@ -247,7 +249,8 @@ def scaled_dot_product_attention(
         The output ``(..., T, d_v)``, and with ``return_weights`` the weights ``(..., T, S)``
         (rows sum to one). A query row whose keys are all masked gets zero weights and a zero
         output, as ``torch.nn.functional.scaled_dot_product_attention`` returns on torch >= 2.5
-        (earlier versions returned NaN).
+        (earlier versions returned NaN; ``torch.nn.MultiheadAttention`` still returns NaN there
+        when it computes the weights, ``need_weights=True``).
 
     Raises:
         TypeError: non-tensor inputs, non-floating dtypes, mismatched dtypes, an integer mask.

@@ -60,6 +60,7 @@ __all__ = [
     "HookPoint",
     "LayerNorm",
     "MLP",
+    "sinusoidal_positions",
 ]
 
 HookFn = Callable[[torch.Tensor, HookPoint], "torch.Tensor | None"]
@@ -69,6 +70,40 @@ NamesFilter = str | Sequence[str] | Callable[[str], bool] | None
 def gelu_new(x: torch.Tensor) -> torch.Tensor:
     """GPT-2's GELU, the tanh approximation: ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``."""
     return F.gelu(x, approximate="tanh")
+
+
+def sinusoidal_positions(
+    n_pos: int,
+    d_model: int,
+    *,
+    base: float = 10000.0,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """The fixed position encoding of Vaswani et al. (2017, section 3.5), ``(n_pos, d_model)``.
+
+    ``PE[t, 2i] = sin(t w_i)`` and ``PE[t, 2i + 1] = cos(t w_i)`` with ``w_i = base^(-2i / d_model)``,
+    for ``t = 0, ..., n_pos - 1`` and ``i = 0, ..., d_model / 2 - 1``. Each pair of coordinates
+    turns at its own frequency, so ``PE[t + k]`` is a fixed rotation of ``PE[t]`` (one 2 x 2
+    rotation by the angle ``k w_i`` per pair), whatever ``t``.
+
+    Args:
+        n_pos: number of positions.
+        d_model: width, even.
+        base: the longest wavelength is ``2 pi base``.
+        device, dtype: of the result (torch's defaults when ``None``).
+    """
+    check_positive_int("n_pos", n_pos)
+    check_positive_int("d_model", d_model)
+    if d_model % 2:
+        raise ValueError(f"d_model must be even (sine and cosine pairs), got {d_model}")
+    if not base > 1:
+        raise ValueError(f"base must be > 1, got {base}")
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    t = torch.arange(n_pos, device=device, dtype=dtype).unsqueeze(-1)  # (n_pos, 1)
+    i = torch.arange(d_model // 2, device=device, dtype=dtype)  # (d_model / 2,)
+    angle = t * base ** (-2 * i / d_model)  # (n_pos, d_model / 2)
+    return torch.stack([angle.sin(), angle.cos()], dim=-1).flatten(-2)  # (n_pos, d_model)
 
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {

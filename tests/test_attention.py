@@ -97,6 +97,28 @@ def test_fully_masked_row_gives_zero_like_torch(kind: str) -> None:
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
 
 
+def test_torch_mask_conventions_quoted_in_chapter_2() -> None:
+    """SDPA's bool mask is True where attention is allowed, nn.MultiheadAttention's where it is not;
+    a fully masked query gets zeros from SDPA and NaN from nn.MultiheadAttention's weights path."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 8)
+    keep = causal_mask(4)
+    keep_dead = keep.clone()
+    keep_dead[1] = False
+    ours = scaled_dot_product_attention(x, x, x, keep)
+    torch.testing.assert_close(F.scaled_dot_product_attention(x, x, x, attn_mask=keep), ours)
+    sdpa_dead = F.scaled_dot_product_attention(x, x, x, attn_mask=keep_dead)
+    assert (sdpa_dead[:, 1] == 0).all() and not sdpa_dead.isnan().any()
+    mha = torch.nn.MultiheadAttention(8, 1, bias=False, batch_first=True)
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(torch.eye(8).repeat(3, 1))
+        mha.out_proj.weight.copy_(torch.eye(8))
+        out, _ = mha(x, x, x, attn_mask=~keep)  # True = NOT allowed
+        torch.testing.assert_close(out, ours)
+        dead, _ = mha(x, x, x, attn_mask=~keep_dead)
+    assert dead[:, 1].isnan().all() and not dead[:, [0, 2, 3]].isnan().any()
+
+
 def test_scaling_keeps_unit_variance() -> None:
     """With unit-variance q and k, Var(q.k) = d_k and Var(q.k / sqrt(d_k)) = 1."""
     g = torch.Generator().manual_seed(0)

@@ -19,6 +19,8 @@ def attention(q, k, v, mask=None):
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1)
+    if mask is not None:  # a query with no allowed key: zero weights, not 0/0 = NaN
+        weights = weights.masked_fill(~mask.any(-1, keepdim=True), 0.0)
     return weights @ v, weights
 
 
@@ -94,7 +96,7 @@ def test_checks_accept_other_correct_solutions():
         scores = torch.einsum("...td,...sd->...ts", q, k) / q.shape[-1] ** 0.5
         if mask is not None:
             scores = scores + torch.zeros_like(scores).masked_fill(~mask, float("-inf"))
-        weights = scores.softmax(-1)
+        weights = scores.softmax(-1).nan_to_num(0.0)
         return weights @ v, weights
 
     def ablate_by_pattern(model, tokens, layer, head):
@@ -105,7 +107,15 @@ def test_checks_accept_other_correct_solutions():
 
         return model.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_pattern", zero)])
 
+    def attention_nan_to_num(q, k, v, mask=None):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
+        return weights @ v, weights
+
     checks.check_attention(attention_float_mask)
+    checks.check_attention(attention_nan_to_num)
     checks.check_ablate_head(ablate_by_pattern)
     checks.check_split_merge_heads(
         lambda x, n: split_heads(x, n).contiguous(), lambda z: z.reshape(*z.shape[:2], -1)
@@ -125,6 +135,14 @@ def _softmax_over_queries(q, k, v, mask=None):
 
 def _mask_inverted(q, k, v, mask=None):
     return attention(q, k, v, None if mask is None else ~mask)
+
+
+def _nan_in_dead_rows(q, k, v, mask=None):  # the plain formula: 0/0 = NaN in a fully masked row
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ v, weights
 
 
 def _mask_ignored(q, k, v, mask=None):
@@ -200,6 +218,7 @@ def _ablate_hook_returns_copy_unused(model, tokens, layer, head):
         (checks.check_attention, _softmax_over_queries, "normalises over the keys"),
         (checks.check_attention, _mask_inverted, r"True where attention is \*allowed\*"),
         (checks.check_attention, _mask_ignored, "apply the mask"),
+        (checks.check_attention, _nan_in_dead_rows, "keys are all masked .* zero weights"),
         (checks.check_attention, _fused, "written from its formula"),
         (
             checks.check_attention,

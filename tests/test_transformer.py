@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -384,3 +385,26 @@ def test_save_and_load(pair, tokens, tmp_path) -> None:
         assert torch.equal(loaded(tokens), model(tokens))
     with pytest.raises(ValueError, match="does not exist"):
         GPT.load(tmp_path / "missing")
+
+
+def test_sinusoidal_positions_formula_and_rotation() -> None:
+    from labcore.transformer import sinusoidal_positions
+
+    pe = sinusoidal_positions(50, 16, dtype=torch.float64)
+    assert pe.shape == (50, 16)
+    t, i = 7, 3
+    w = 10000.0 ** (-2 * i / 16)
+    assert math.isclose(pe[t, 2 * i].item(), math.sin(t * w), abs_tol=1e-12)
+    assert math.isclose(pe[t, 2 * i + 1].item(), math.cos(t * w), abs_tol=1e-12)
+    k = 5  # PE[t + k] = PE[t] R_k^T for one block-diagonal rotation R_k, the same for every t
+    angle = k * 10000.0 ** (-2 * torch.arange(8, dtype=torch.float64) / 16)
+    c, s = angle.cos(), angle.sin()
+    R = torch.zeros(16, 16, dtype=torch.float64)
+    R[0::2, 0::2] = torch.diag(c)
+    R[0::2, 1::2] = torch.diag(s)
+    R[1::2, 0::2] = torch.diag(-s)
+    R[1::2, 1::2] = torch.diag(c)
+    torch.testing.assert_close(pe[:-k] @ R.T, pe[k:])
+    assert sinusoidal_positions(3, 4, device="meta").device.type == "meta"
+    with pytest.raises(ValueError, match="even"):
+        sinusoidal_positions(3, 5)

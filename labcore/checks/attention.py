@@ -123,7 +123,11 @@ def _randomize(module: torch.nn.Module, generator: torch.Generator, scale: float
 # exercise 1: scaled dot-product attention
 # --------------------------------------------------------------------------------------------------
 def check_attention(attention: Callable) -> None:
-    """``attention(q, k, v, mask=None) -> (out, weights)``: softmax(q k^T / sqrt(d_k)) v, masked."""
+    """``attention(q, k, v, mask=None) -> (out, weights)``: softmax(q k^T / sqrt(d_k)) v, masked.
+
+    A query whose keys are all masked gets zero weights and a zero output (the rule of
+    :func:`labcore.attention.scaled_dot_product_attention` and of torch's fused attention).
+    """
     g = torch.Generator().manual_seed(20)
     device = _device()
 
@@ -135,6 +139,8 @@ def check_attention(attention: Callable) -> None:
 
     lengths = torch.tensor([6, 3])  # a padding mask: batch 1 has 3 real keys
     padding = (torch.arange(6) < lengths[:, None])[:, None, None, :]  # (batch, 1, 1, S)
+    dead_row = ref.causal_mask(4, 5).clone()  # (T, S) = (4, 5)
+    dead_row[2] = False  # query 2 may attend to no key: zero weights and a zero output
     cases = [
         ("batch 2, 3 heads, T = S = 5, d_k = 8, no mask", *qkv((2, 3), 5, 5, 8, 8), None),
         ("cross-attention: T = 4 queries, S = 6 keys, d_v = 3", *qkv((2,), 4, 6, 8, 3), None),
@@ -149,6 +155,11 @@ def check_attention(attention: Callable) -> None:
             "padding mask (batch, 1, 1, S), broadcast over heads and queries",
             *qkv((2, 4), 5, 6, 8, 8),
             padding,
+        ),
+        (
+            "a query whose keys are all masked (row 2 of a (4, 5) mask is all False)",
+            *qkv((2,), 4, 5, 8, 3),
+            dead_row,
         ),
         (
             f"on the notebook's device ({device}), causal mask",
@@ -177,23 +188,28 @@ def check_attention(attention: Callable) -> None:
         def masked(s: torch.Tensor, mask: torch.Tensor | None = mask) -> torch.Tensor:
             return s if mask is None else s.masked_fill(~mask, float("-inf"))
 
-        mistakes = {
-            "divide the scores by sqrt(d_k), with d_k = q.shape[-1]": torch.softmax(
-                masked(scores), dim=-1
-            ),
-            "divide by the square root of d_k, not by d_k": torch.softmax(
-                masked(scores / d_k), dim=-1
-            ),
+        def softmax(s: torch.Tensor, dim: int = -1) -> torch.Tensor:
+            return torch.nan_to_num(torch.softmax(s, dim=dim), nan=0.0)  # dead rows: zeros
+
+        mistakes = {}
+        if mask is not None and not mask.any(-1).all():
+            mistakes[
+                "a query whose keys are all masked gets softmax(-inf, ..., -inf) = 0/0 = NaN; "
+                "the exercise asks for zero weights (and so a zero output) in such a row"
+            ] = torch.softmax(masked(scores / math.sqrt(d_k)), dim=-1)
+        mistakes |= {
+            "divide the scores by sqrt(d_k), with d_k = q.shape[-1]": softmax(masked(scores)),
+            "divide by the square root of d_k, not by d_k": softmax(masked(scores / d_k)),
             "the softmax normalises over the keys (the last axis, dim=-1), so that each row "
-            "(one query) sums to one": torch.softmax(masked(scores / math.sqrt(d_k)), dim=-2),
+            "(one query) sums to one": softmax(masked(scores / math.sqrt(d_k)), dim=-2),
         }
         if mask is not None:
             mistakes[
                 "the mask is True where attention is *allowed*: fill the scores with -inf "
                 "where mask is False"
-            ] = torch.softmax((scores / math.sqrt(d_k)).masked_fill(mask, float("-inf")), dim=-1)
-            mistakes["apply the mask to the scores before the softmax"] = torch.softmax(
-                scores / math.sqrt(d_k), dim=-1
+            ] = softmax((scores / math.sqrt(d_k)).masked_fill(mask, float("-inf")))
+            mistakes["apply the mask to the scores before the softmax"] = softmax(
+                scores / math.sqrt(d_k)
             )
         tol = _tolerance(q.dtype)
         compare(
@@ -205,7 +221,7 @@ def check_attention(attention: Callable) -> None:
                 weights,
                 mistakes,
                 "weights = softmax(q @ k^T / sqrt(d_k)), masked with -inf where mask is False, "
-                "shape (..., T, S)",
+                "zero in a row whose keys are all masked, shape (..., T, S)",
             ),
         )
         compare(
@@ -213,7 +229,8 @@ def check_attention(attention: Callable) -> None:
             out,
             torch_out,
             **tol,
-            hint="out = weights @ v, shape (..., T, d_v)",
+            hint="out = weights @ v, shape (..., T, d_v); a query whose keys are all masked "
+            "gets a zero output",
         )
     passed("attention", len(cases))
 

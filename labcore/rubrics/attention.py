@@ -55,7 +55,7 @@ def _randomize(module: torch.nn.Module, g: torch.Generator, scale: float = 0.3) 
 
 # --------------------------------------------------------------------------- 1: attention
 def _attention_cases(seed: int) -> list[HiddenCase]:
-    """Heads, cross-attention, one query, float64, a causal mask and a padding mask."""
+    """Heads, cross-attention, one query, float64, a causal, a padding and a dead-row mask."""
     g = _generator(seed, 1)
 
     def qkv(lead, T, S, d_k, d_v, dtype=torch.float32):
@@ -64,12 +64,15 @@ def _attention_cases(seed: int) -> list[HiddenCase]:
                 torch.randn(*lead, S, d_v, generator=g, dtype=dtype))  # fmt: skip
 
     padding = (torch.arange(5) < torch.tensor([5, 2])[:, None])[:, None, None, :]
+    dead_row = ref.causal_mask(3, 4).clone()
+    dead_row[0] = False  # query 0 may attend to no key: zero weights, zero output
     settings = [
         ("batch 2, 2 heads, T = S = 4, d_k = 6, no mask", *qkv((2, 2), 4, 4, 6, 6), None),
         ("cross-attention: 3 queries, 5 keys, d_v = 2", *qkv((2,), 3, 5, 6, 2), None),
         ("float64, a single query, d_k = 24", *qkv((1,), 1, 6, 24, 5, torch.float64), None),
         ("causal bool mask (T, T), broadcast", *qkv((2, 3), 5, 5, 8, 4), ref.causal_mask(5)),
         ("padding mask (batch, 1, 1, S)", *qkv((2, 3), 4, 5, 8, 8), padding),
+        ("a query whose keys are all masked", *qkv((2,), 3, 4, 8, 5), dead_row),
     ]
     cases = []
     for name, q, k, v, mask in settings:
@@ -88,7 +91,8 @@ def _score_attention(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str
     return tensor_mismatch(
         value[1], case.expected["weights"], **tol, what="the weights",
         hint="weights = softmax(q k^T / sqrt(d_k)) over the keys (dim=-1), with the scores set "
-        "to -inf where mask is False",
+        "to -inf where mask is False, and zero weights in a row whose keys are all masked "
+        "(not the NaN of 0/0)",
     ) or tensor_mismatch(
         value[0], case.expected["out"], **tol, what="out", hint="out = weights @ v",
     )  # fmt: skip
