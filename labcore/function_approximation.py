@@ -6,9 +6,17 @@ Two problems run through the chapter:
   hypothesis class (polynomials, small networks) by minimising the mean squared error
   ``L(theta) = (1/n) sum_i (f_theta(x_i) - y_i)^2``. With Gaussian noise of fixed variance this is
   maximum likelihood (Bishop 2006, sec. 1.2.5; Goodfellow, Bengio and Courville 2016, sec. 5.5.1).
+* **Classification.** The categorical model ``p_theta(y = k | x) = softmax(z)_k`` with logits
+  ``z = f_theta(x)``; its negative log-likelihood is the cross-entropy, whose gradient in the logits
+  is ``softmax(z) - onehot(y)`` (Bishop 2006, sec. 4.3.4).
+* **Model selection and regularisation.** Ridge regression ``(X^T X + lambda I)^{-1} X^T y``
+  (Hoerl and Kennard 1970) and k-fold cross-validation (Stone 1974) to choose a capacity without
+  looking at the test set.
 * **Density estimation.** Given samples ``x_i ~ p``, choose ``p_theta`` by maximising the average
   log-likelihood ``(1/n) sum_i log p_theta(x_i)``: in closed form for one Gaussian, by gradient
-  descent for a mixture.
+  descent for a mixture. The mixture's likelihood is unbounded (a component centred on a sample
+  with ``sigma_k -> 0``; Bishop 2006, sec. 9.2.1), so :func:`mixture_nll` is written to stay exact
+  (finite, or ``-inf``, never NaN) down to that limit.
 
 Every function is batched, creates its results on the input's device and dtype, and validates its
 arguments with ``ValueError``/``TypeError`` messages that name them.
@@ -16,7 +24,9 @@ arguments with ``ValueError``/``TypeError`` messages that name them.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -27,6 +37,9 @@ from labcore.validation import check_positive_int, check_tensor
 __all__ = [
     "polynomial_features",
     "fit_least_squares",
+    "fit_ridge",
+    "kfold_indices",
+    "cross_entropy_grad",
     "make_regressor",
     "train_regressor",
     "gaussian_nll",
@@ -35,6 +48,21 @@ __all__ = [
     "mixture_density",
     "fit_mixture",
 ]
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run a loop of tiny tensor operations on one CPU thread, then restore the thread count.
+
+    The chapter's fits work on tensors of a few hundred entries, where splitting each operation
+    over threads costs more than it saves (tens of times more on a busy machine).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------- regression
@@ -73,6 +101,86 @@ def fit_least_squares(features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             f"features and y must have the same batch size, got {features.shape[0]} and {y.shape[0]}"
         )
     return torch.linalg.lstsq(features, y.unsqueeze(-1)).solution.squeeze(-1)
+
+
+def fit_ridge(features: torch.Tensor, y: torch.Tensor, lam: float) -> torch.Tensor:
+    """Ridge regression: ``w = argmin ||features @ w - y||^2 + lam ||w||^2``.
+
+    Setting the gradient ``2 X^T (X w - y) + 2 lam w`` to zero gives the closed form
+    ``w = (X^T X + lam I)^{-1} X^T y`` (Hoerl and Kennard 1970), solved here by a Cholesky
+    factorisation of the symmetric positive definite ``X^T X + lam I``. Every coefficient,
+    the intercept included, is penalised.
+
+    Args:
+        features: ``(batch, n_features)``, the matrix ``X``.
+        y: ``(batch,)`` targets.
+        lam: the penalty ``lambda > 0``.
+
+    Returns:
+        ``(n_features,)`` weights, on ``features``' device and dtype.
+    """
+    check_tensor("features", features, ndim=2, floating=True)
+    check_tensor("y", y, ndim=1, floating=True)
+    if y.shape[0] != features.shape[0]:
+        raise ValueError(
+            f"features and y must have the same batch size, got {features.shape[0]} and {y.shape[0]}"
+        )
+    if not isinstance(lam, int | float) or not lam > 0:
+        raise ValueError(f"lam must be a positive number, got {lam!r}")
+    n_features = features.shape[1]
+    eye = torch.eye(n_features, dtype=features.dtype, device=features.device)
+    gram = features.T @ features + lam * eye  # (n_features, n_features)
+    rhs = (features.T @ y).unsqueeze(-1)  # (n_features, 1)
+    return torch.cholesky_solve(rhs, torch.linalg.cholesky(gram)).squeeze(-1)
+
+
+def kfold_indices(
+    n: int, k: int, *, generator: torch.Generator | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Split ``range(n)`` into ``k`` folds for k-fold cross-validation (Stone 1974).
+
+    The indices are shuffled once (with ``generator``) and cut into ``k`` folds whose sizes differ
+    by at most one; fold ``j`` is the validation part of split ``j`` and the other folds its
+    training part, so every index is validated exactly once.
+
+    Args:
+        n: number of examples; k: number of folds, ``2 <= k <= n``.
+        generator: a ``torch.Generator`` for the shuffle (the global RNG if ``None``).
+
+    Returns:
+        ``k`` pairs ``(train_index, val_index)`` of int64 tensors.
+    """
+    check_positive_int("n", n)
+    check_positive_int("k", k)
+    if not 2 <= k <= n:
+        raise ValueError(f"k must satisfy 2 <= k <= n = {n}, got {k}")
+    order = torch.randperm(n, generator=generator)
+    folds = order.tensor_split(k)
+    return [(torch.cat([f for i, f in enumerate(folds) if i != j]), folds[j]) for j in range(k)]
+
+
+def cross_entropy_grad(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Gradient of the summed cross-entropy in the logits: ``softmax(z) - onehot(y)``.
+
+    For one example, ``L(z) = -log softmax(z)_y = -z_y + logsumexp(z)``, so
+    ``dL/dz_k = softmax(z)_k - [k = y]``.
+
+    Args:
+        logits: ``(batch, n_classes)``; labels: ``(batch,)`` integers in ``[0, n_classes)``.
+
+    Returns:
+        ``(batch, n_classes)``, the gradient of ``sum_i L(z_i)`` (divide by ``batch`` for the mean).
+    """
+    check_tensor("logits", logits, ndim=2, floating=True)
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.is_floating_point():
+        raise ValueError(f"labels must be a 1-d integer tensor, got {labels!r}")
+    if labels.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"logits and labels must have the same batch size, got {logits.shape[0]} and "
+            f"{labels.shape[0]}"
+        )
+    onehot = torch.nn.functional.one_hot(labels, logits.shape[1]).to(logits.dtype)
+    return torch.softmax(logits, dim=-1) - onehot  # (batch, n_classes)
 
 
 def make_regressor(
@@ -124,12 +232,13 @@ def train_regressor(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
     model.train()
-    for _ in tqdm(range(steps), disable=not progress, desc="training"):
-        optimizer.zero_grad()
-        loss = ((model(inputs) - targets) ** 2).mean()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    with _one_thread():
+        for _ in tqdm(range(steps), disable=not progress, desc="training"):
+            optimizer.zero_grad()
+            loss = ((model(inputs) - targets) ** 2).mean()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
     model.eval()
     return losses
 
@@ -186,9 +295,25 @@ def _check_mixture(x: torch.Tensor, logits, means, log_stds) -> None:
 
 
 def _mixture_log_prob(x, logits, means, log_stds) -> torch.Tensor:
-    """``(batch,)`` log densities: ``logsumexp_k [log pi_k + log N(x; mu_k, sigma_k^2)]``."""
-    z = (x.unsqueeze(-1) - means) / log_stds.exp()  # (batch, n_components)
+    """``(batch,)`` log densities: ``logsumexp_k [log pi_k + log N(x; mu_k, sigma_k^2)]``.
+
+    ``log N(x; mu, sigma^2) = -z^2 / 2 - log sigma - log(2 pi) / 2`` with ``z = (x - mu) / sigma``,
+    all in log space, so it stays exact when ``sigma = exp(log_std)`` underflows to 0 (the
+    degenerate maximum of the likelihood): where ``x == mu`` the quadratic term is 0 and the log
+    density ``-log sigma - log(2 pi) / 2`` is large but finite (``+inf`` at ``log_std = -inf``);
+    where ``z`` overflows the log density is ``-inf``. Both cases are masked before the arithmetic
+    (the "double where"), so the backward pass sees no ``0 * inf`` and the gradient stays finite.
+    """
+    diff = x.unsqueeze(-1) - means  # (batch, n_components)
+    log_stds = log_stds.expand_as(diff)  # (batch, n_components)
+    with torch.no_grad():
+        z_raw = diff * torch.exp(-log_stds)  # NaN where diff == 0 and sigma == 0, inf on overflow
+        regular = torch.isfinite(z_raw)
+        overflow = torch.isinf(z_raw)
+    zero = torch.zeros((), dtype=diff.dtype, device=diff.device)
+    z = torch.where(regular, diff, zero) * torch.exp(-torch.where(regular, log_stds, zero))
     log_normal = -0.5 * z**2 - log_stds - 0.5 * math.log(2 * math.pi)
+    log_normal = torch.where(overflow, -math.inf, log_normal)
     return torch.logsumexp(torch.log_softmax(logits, dim=-1) + log_normal, dim=-1)
 
 
@@ -200,6 +325,11 @@ def mixture_nll(
     ``p(x) = sum_k pi_k N(x; mu_k, sigma_k^2)`` with ``pi = softmax(logits)`` and
     ``sigma_k = exp(log_stds_k)``, so every real parameter vector is a valid mixture. The log of
     the sum is computed with ``logsumexp`` so that far-away samples do not underflow to ``log 0``.
+
+    The likelihood is unbounded: with ``mu_k`` on a sample and ``log_stds_k -> -inf`` the NLL
+    tends to ``-inf`` (about ``log_stds_k / batch``). The value stays exact along that path: finite
+    while ``log_stds`` is finite (even where ``exp(log_stds)`` underflows to 0), ``-inf`` at
+    ``log_stds_k = -inf``, never NaN; the gradient is finite wherever the value is.
 
     Args:
         x: ``(batch,)``; logits, means, log_stds: ``(n_components,)``.
@@ -248,11 +378,12 @@ def fit_mixture(
     log_stds = torch.full_like(logits, float(x.std().log())).requires_grad_(True)
     optimizer = torch.optim.Adam([logits, means, log_stds], lr=lr)
     losses = []
-    for _ in tqdm(range(steps), disable=not progress, desc="fitting"):
-        optimizer.zero_grad()
-        loss = mixture_nll(x, logits, means, log_stds)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    with _one_thread():
+        for _ in tqdm(range(steps), disable=not progress, desc="fitting"):
+            optimizer.zero_grad()
+            loss = mixture_nll(x, logits, means, log_stds)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
     params = {"logits": logits.detach(), "means": means.detach(), "log_stds": log_stds.detach()}
     return params, losses
