@@ -194,6 +194,30 @@ def test_saliency_gradient_x_input_relation(net_and_inputs) -> None:
     )
 
 
+def test_gradient_x_input_adds_up_exactly_on_an_affine_segment() -> None:
+    """sum_i x_i d_i f(x) = f(x) - f(0) when f is affine on [0, x], biases or not (chapter 3).
+
+    Inputs of all scales: the short segments cross no kink, and there gradient x input equals the
+    exact integrated gradients; the long ones cross kinks and the sum misses f(x) - f(0). A
+    bias-free ReLU network is positively homogeneous, hence affine on every such segment.
+    """
+    model = mlp([6, 16, 16, 1], seed=3)  # non-zero biases
+    scale = torch.logspace(-3, 0.5, 64, dtype=F64)[:, None]
+    x = randn(64, 6, seed=4) * scale
+    pieces = (path_kinks(model, x).diff(dim=1) > 0).sum(1)
+    gxi = gradient_x_input(model, x)
+    gap = gxi.sum(1) - explained(model, x, None)
+    affine = pieces == 1
+    assert affine.sum() >= 5 and (~affine).sum() >= 5
+    assert gap[affine].abs().max() < 1e-12
+    torch.testing.assert_close(gxi[affine], integrated_gradients_exact(model, x[affine]))
+    assert gap[~affine].abs().max() > 1e-3
+    torch.manual_seed(5)
+    homogeneous = MLP([6, 16, 16, 1], bias=False).to(F64).eval()
+    gap = gradient_x_input(homogeneous, x).sum(1) - explained(homogeneous, x, None)
+    assert gap.abs().max() < 1e-12
+
+
 @pytest.mark.parametrize("activation", ["tanh", nn.Softplus()], ids=["tanh", "softplus"])
 def test_integrated_gradients_completeness_on_smooth_networks(activation) -> None:
     model = mlp([8, 32, 32, 4], seed=1, activation=activation)
