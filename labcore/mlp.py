@@ -9,7 +9,9 @@ Chapter 1 of the course. The module reads top to bottom, from the smallest piece
 2. **The MLP** ``f = f_L o ... o f_1`` with ``f_l(a) = sigma(W_l a + b_l)`` (no nonlinearity after
    the last layer), its initialisation (Glorot & Bengio, 2010; He et al., 2015), per-layer
    activation statistics, and a one-hidden-layer ReLU network written down by formula that equals
-   any piecewise-linear interpolant (the constructive half of universal approximation in 1-D).
+   any piecewise-linear interpolant (the constructive half of universal approximation in 1-D), a
+   counter of linear pieces (for the depth-versus-width sawtooth of Telgarsky, COLT 2016) and the
+   piecewise-linear interpolant on a grid of ``[0, 1]^d`` (for the curse of dimensionality).
 3. **Backpropagation by hand** (Rumelhart, Hinton & Williams, 1986): ``manual_forward`` and
    ``manual_backward`` compute every gradient with explicit matrix formulas, no autograd.
 4. **Training** — ``train`` (mini-batch SGD or Adam, Kingma & Ba, 2015), ``evaluate``, ``accuracy``:
@@ -51,6 +53,8 @@ __all__ = [
     "init_weights_",
     "activation_statistics",
     "relu_interpolant",
+    "count_linear_pieces",
+    "simplex_interpolate",
     "ForwardCache",
     "manual_forward",
     "manual_backward",
@@ -531,6 +535,94 @@ def relu_interpolant(
         model.layers[1].weight.copy_(w2[None, :])  # (1, K + 1)
         model.layers[1].bias.copy_(ky[:1])
     return model
+
+
+def count_linear_pieces(x: Tensor, y: Tensor, *, tol: float = 1e-9) -> int:
+    """The number of linear pieces of the polyline through the points ``(x_i, y_i)``.
+
+    With the slopes ``s_i = (y_{i+1} - y_i) / (x_{i+1} - x_i)``, the count is
+    ``1 + #{i : |s_{i+1} - s_i| > tol}``: one piece plus one per change of slope. For a continuous
+    piecewise-linear function sampled on a grid that contains every kink, this is exactly its number
+    of pieces on ``[x_0, x_{n-1}]``; a kink strictly between two grid points shows up as two changes
+    of slope (the chord across it has a slope of its own), so choose the grid accordingly.
+
+    Args:
+        x: ``(n,)`` strictly increasing, ``n >= 2``.
+        y: ``(n,)``, the function's values at ``x``.
+        tol: slope changes at most ``tol`` in absolute value count as round-off.
+
+    Returns:
+        The number of pieces, a Python int ``>= 1``.
+
+    Raises:
+        TypeError / ValueError: for non-tensors, other shapes, fewer than two points or ``x`` not
+            strictly increasing.
+    """
+    check_tensor("x", x, ndim=1, floating=True)
+    check_tensor("y", y, ndim=1, floating=True)
+    if x.shape != y.shape or x.shape[0] < 2:
+        raise ValueError(
+            f"x and y must have the same shape (n,) with n >= 2, got {tuple(x.shape)} and "
+            f"{tuple(y.shape)}"
+        )
+    dx = torch.diff(x)  # (n - 1,)
+    if not bool((dx > 0).all()):
+        raise ValueError("x must be strictly increasing")
+    slopes = torch.diff(y) / dx  # (n - 1,)
+    return 1 + int((torch.diff(slopes).abs() > tol).sum())
+
+
+def simplex_interpolate(fn: Callable[[Tensor], Tensor], m: int, points: Tensor) -> Tensor:
+    """The continuous piecewise-linear interpolant of ``fn`` on a grid of ``[0, 1]^d``, at ``points``.
+
+    The grid ``{0, 1/m, ..., 1}^d`` cuts the cube into ``m^d`` cells of side ``h = 1/m``; each cell
+    is cut into ``d!`` simplices (Kuhn's triangulation: the simplex of a point is given by the order
+    of its local coordinates ``t = m x - floor(m x)``). On each simplex the interpolant is the affine
+    function that agrees with ``fn`` at its ``d + 1`` vertices. Walking from the cell's lower corner
+    ``v_0`` along the axes ``j_1, ..., j_d`` in decreasing order of ``t``,
+
+    ``f(x) = fn(v_0) + sum_k t_{j_k} (fn(v_k) - fn(v_{k-1}))``,  ``v_k = v_{k-1} + e_{j_k} / m``.
+
+    It reproduces affine functions exactly, equals ``fn`` at the grid points, and for ``fn`` with
+    bounded second derivatives errs by ``O(h^2) = O(N^{-2/d})`` in the number of cells ``N = m^d``:
+    the curse of dimensionality of chapter 1. ``fn`` is evaluated ``d + 1`` times on ``(n, d)``
+    batches; the loop runs over the ``d`` coordinates, not over the points.
+
+    Args:
+        fn: maps ``(n, d)`` points to ``(n,)`` values, on the points' device and dtype.
+        m: cells per axis, ``m >= 1``.
+        points: ``(n, d)`` floating, every coordinate in ``[0, 1]``.
+
+    Returns:
+        ``(n,)``, the interpolant at ``points``, on their device and dtype.
+
+    Raises:
+        TypeError / ValueError: for a bad ``m``, ``points`` of another rank, dtype or outside the
+            cube, or ``fn`` returning another shape.
+    """
+    check_positive_int("m", m)
+    check_tensor("points", points, ndim=2, floating=True)
+    if points.device.type != "meta" and not bool(((points >= 0) & (points <= 1)).all()):
+        raise ValueError("points must lie in [0, 1]^d")
+    n, d = points.shape
+    rows = torch.arange(n, device=points.device)
+    vertex = torch.floor(points * m).clamp(
+        max=m - 1
+    )  # (n, d): the cell's lower corner, in units of h
+    t = points * m - vertex  # (n, d): local coordinates in [0, 1]
+    value = fn(vertex / m)  # (n,)
+    if value.shape != (n,):
+        raise ValueError(
+            f"fn must map (n, d) points to (n,) values, got shape {tuple(value.shape)}"
+        )
+    out = value
+    step = torch.ones(n, dtype=vertex.dtype, device=vertex.device)
+    for j in torch.argsort(t, dim=1, descending=True).T:  # d steps: (n,) axis indices
+        vertex = vertex.index_put((rows, j), step, accumulate=True)
+        new_value = fn(vertex / m)  # (n,)
+        out = out + (new_value - value) * t[rows, j]
+        value = new_value
+    return out
 
 
 # ------------------------------------------------------------------------------------------------

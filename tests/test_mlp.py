@@ -22,6 +22,7 @@ from labcore.mlp import (
     PolyReLU,
     accuracy,
     activation_statistics,
+    count_linear_pieces,
     evaluate,
     get_activation,
     init_weights_,
@@ -31,6 +32,7 @@ from labcore.mlp import (
     rdm,
     relu_interpolant,
     rsa,
+    simplex_interpolate,
     train,
 )
 
@@ -591,3 +593,103 @@ def test_rsa_properties():
         rsa(X, Y, method="kendall")
     with pytest.raises(ValueError, match="at least 3 samples"):
         rsa(X[:2], Y[:2])
+
+
+# ------------------------------------------------------------------------------------------------
+# Counting linear pieces, interpolating on a grid of [0, 1]^d
+# ------------------------------------------------------------------------------------------------
+
+
+def test_count_linear_pieces_of_a_relu_network_with_kinks_on_the_grid():
+    kinks = torch.tensor([-1.5, -0.25, 0.5, 2.0], dtype=torch.float64)
+    knots = torch.cat([kinks[:1] - 1, kinks, kinks[-1:] + 1])
+    values = torch.tensor([0.0, 1.0, -1.0, 2.0, 0.5, 0.5], dtype=torch.float64)
+    net = relu_interpolant(knots, values)
+    x = torch.linspace(-4, 4, 801, dtype=torch.float64)  # step 0.01: contains every knot
+    with torch.no_grad():
+        y = net(x[:, None]).squeeze(1)
+    assert count_linear_pieces(x, y) == len(kinks) + 1  # K pieces have K - 1 kinks
+    assert count_linear_pieces(x, 3 * x - 1) == 1
+
+
+def test_count_linear_pieces_of_the_sawtooth_is_two_to_the_depth():
+    x = torch.linspace(0, 1, 2**10 + 1, dtype=torch.float64)
+    y = x
+    for depth in range(1, 9):
+        y = 2 * torch.relu(y) - 4 * torch.relu(y - 0.5)  # the tent map
+        assert count_linear_pieces(x, y) == 2**depth
+
+
+def test_count_linear_pieces_rejects_bad_input():
+    x = torch.linspace(0, 1, 5)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        count_linear_pieces(x.flip(0), x)
+    with pytest.raises(ValueError, match="same shape"):
+        count_linear_pieces(x, x[:3])
+    with pytest.raises(TypeError, match="floating"):
+        count_linear_pieces(torch.arange(5), x)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 4])
+def test_simplex_interpolate_is_exact_on_affine_functions_and_at_grid_points(d):
+    gen = torch.Generator().manual_seed(d)
+    a = torch.randn(d, generator=gen, dtype=torch.float64)
+    points = torch.rand(500, d, generator=gen, dtype=torch.float64)
+
+    def affine(p):
+        return p @ a + 0.5
+
+    assert torch.allclose(simplex_interpolate(affine, 5, points), affine(points), atol=1e-12)
+    grid_points = torch.randint(0, 7, (200, d), generator=gen).double() / 6
+
+    def smooth(p):
+        return torch.cos(3 * p).prod(1)
+
+    assert torch.allclose(simplex_interpolate(smooth, 6, grid_points), smooth(grid_points))
+
+
+def test_simplex_interpolate_in_one_dimension_is_np_interp():
+    x = torch.rand(300, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    grid = np.linspace(0, 1, 9)
+    got = simplex_interpolate(lambda p: torch.sin(5 * p[:, 0]), 8, x)
+    assert np.allclose(got.numpy(), np.interp(x[:, 0].numpy(), grid, np.sin(5 * grid)))
+
+
+def test_simplex_interpolate_is_continuous_and_converges_at_rate_h_squared():
+    gen = torch.Generator().manual_seed(1)
+    points = torch.rand(4000, 2, generator=gen, dtype=torch.float64)
+
+    def smooth(p):
+        return torch.cos(3 * p).prod(1)
+
+    errors = [
+        (simplex_interpolate(smooth, m, points) - smooth(points)).abs().max() for m in (8, 16, 32)
+    ]
+    for coarse, fine in zip(errors[:-1], errors[1:], strict=True):
+        assert 3.5 < coarse / fine < 4.5  # halving h divides the error by about 4
+    # continuity across a cell face and a simplex face: nearby points give nearby values
+    p = torch.tensor(
+        [[0.5 - 1e-9, 0.3], [0.5 + 1e-9, 0.3], [0.3, 0.3 - 1e-9], [0.3, 0.3 + 1e-9]],
+        dtype=torch.float64,
+    )
+    values = simplex_interpolate(smooth, 4, p)
+    assert abs(values[0] - values[1]) < 1e-7 and abs(values[2] - values[3]) < 1e-7
+
+
+def test_simplex_interpolate_keeps_dtype_and_runs_on_meta():
+    points = torch.rand(10, 3)
+    out = simplex_interpolate(lambda p: p.sum(1), 4, points)
+    assert out.dtype == torch.float32 and out.shape == (10,)
+    meta = simplex_interpolate(lambda p: p.sum(1), 4, torch.empty(10, 3, device="meta"))
+    assert meta.device.type == "meta" and meta.shape == (10,)
+
+
+def test_simplex_interpolate_rejects_bad_input():
+    with pytest.raises(ValueError, match="points must lie"):
+        simplex_interpolate(lambda p: p.sum(1), 4, torch.full((3, 2), 1.5))
+    with pytest.raises(ValueError, match="m"):
+        simplex_interpolate(lambda p: p.sum(1), 0, torch.rand(3, 2))
+    with pytest.raises(ValueError, match=r"\(n,\) values"):
+        simplex_interpolate(lambda p: p, 4, torch.rand(3, 2))
+    with pytest.raises(ValueError, match="dimensions"):
+        simplex_interpolate(lambda p: p.sum(1), 4, torch.rand(3))
