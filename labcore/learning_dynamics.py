@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 from tqdm.auto import tqdm
 
+from labcore.mlp import linear_cka
 from labcore.validation import check_positive_int, check_tensor
 
 __all__ = [
@@ -627,6 +628,8 @@ def train_lazy_rich(
     lr: float,
     steps: int,
     record_every: int = 50,
+    x_test: Tensor | None = None,
+    y_test: Tensor | None = None,
     progress: bool = True,
 ) -> dict[str, list[float]]:
     """Train ``model`` (in place) in the scaled form of Chizat, Oyallon and Bach (2019).
@@ -643,9 +646,12 @@ def train_lazy_rich(
         x: training inputs ``(n, *in_shape)``; y: targets ``(n,)``.
         alpha: the output scale (> 0).
         lr: learning rate; ``steps``: gradient steps; ``record_every``: log period.
+        x_test, y_test: optional held-out inputs and targets, scored at every log.
 
     Returns:
-        a history with lists ``"step"``, ``"loss"``, ``"kernel_change"`` (relative Frobenius change
+        a history with lists ``"step"``, ``"loss"`` (training mean squared error),
+        ``"test_loss"`` (held-out mean squared error; empty without ``x_test``),
+        ``"kernel_change"`` (relative Frobenius change
         of :math:`\\Theta_h` on ``x`` since step 0), ``"alignment"`` (:func:`kernel_alignment` of
         :math:`\\Theta_h` with ``y``) and ``"weight_change"`` (:math:`\\|\\theta - \\theta_0\\| /
         \\|\\theta_0\\|`).
@@ -659,11 +665,14 @@ def train_lazy_rich(
     y = check_tensor("y", y, ndim=1, shape=(x.shape[0],), floating=True)
     params = [p for p in model.parameters() if p.requires_grad]
     theta0 = torch.cat([p.detach().flatten() for p in params]).clone()
+    if (x_test is None) != (y_test is None):
+        raise ValueError("pass both x_test and y_test, or neither")
     with torch.no_grad():
         h0 = model(x).reshape(-1)
+        h0_test = None if x_test is None else model(x_test).reshape(-1)
     k0 = empirical_ntk(model, x)
     history: dict[str, list[float]] = {
-        k: [] for k in ("step", "loss", "kernel_change", "alignment", "weight_change")
+        k: [] for k in ("step", "loss", "test_loss", "kernel_change", "alignment", "weight_change")
     }
     for step in tqdm(range(steps + 1), disable=not progress, desc=f"alpha={alpha:g}"):
         out = alpha * (model(x).reshape(-1) - h0)
@@ -672,7 +681,11 @@ def train_lazy_rich(
             k = empirical_ntk(model, x)
             theta = torch.cat([p.detach().flatten() for p in params])
             history["step"].append(step)
-            history["loss"].append(float(loss.detach() * alpha**2))
+            history["loss"].append(float(loss.detach() * 2 * alpha**2 / y.shape[0]))
+            if x_test is not None and y_test is not None and h0_test is not None:
+                with torch.no_grad():
+                    out_test = alpha * (model(x_test).reshape(-1) - h0_test)
+                history["test_loss"].append(float((out_test - y_test).square().mean()))
             history["kernel_change"].append(float(kernel_change(k0, k)))
             history["alignment"].append(float(kernel_alignment(k, y)))
             history["weight_change"].append(float((theta - theta0).norm() / theta0.norm()))
@@ -827,8 +840,10 @@ def train_modular_addition(
         ``(model, history)``: the trained model (pairs ``(N, 2)`` -> logits ``(N, p)``) and a dict
         with ``"p"``, ``"train_frac"``, ``"weight_decay"``, the split's ``"train"`` indices, and per
         logged step the lists ``"step"``, ``"train_loss"``, ``"test_loss"``, ``"train_acc"``,
-        ``"test_acc"``, ``"weight_norm"`` (of all parameters) and ``"fourier_concentration"``
-        (:func:`fourier_concentration` of ``embed[0]``).
+        ``"test_acc"``, ``"weight_norm"`` (of all parameters), ``"fourier_concentration"``
+        (:func:`fourier_concentration` of ``embed[0]``) and ``"feature_similarity"`` (linear CKA
+        between the hidden layer on all p^2 pairs now and at step 0: 1 while the features have not
+        changed, as in the lazy regime).
     """
     steps = check_positive_int("steps", steps)
     log_every = check_positive_int("log_every", log_every)
@@ -854,7 +869,10 @@ def train_modular_addition(
         "test_acc",
         "weight_norm",
         "fourier_concentration",
+        "feature_similarity",
     )
+    with torch.no_grad():
+        hidden0 = model.hidden(split.pairs).double()
     history: dict[str, Any] = {
         "p": p,
         "train_frac": train_frac,
@@ -878,6 +896,8 @@ def train_modular_addition(
                 history["fourier_concentration"].append(
                     float(fourier_concentration(model.embed[0]))
                 )
+                similarity = linear_cka(model.hidden(split.pairs).double(), hidden0)
+                history["feature_similarity"].append(float(similarity))
         if step == steps:
             break
         optimizer.zero_grad()

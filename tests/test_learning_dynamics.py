@@ -368,7 +368,7 @@ def test_shipped_grokking_sweep() -> None:
     sweep = ld.load_grokking_sweep()
     assert {k: sweep[k] for k in ld.GROKKING_SWEEP} == ld.GROKKING_SWEEP
     assert len(sweep["cells"]) == len(sweep["train_fracs"]) * len(sweep["weight_decays"])
-    cell = next(c for c in sweep["cells"] if c["train_frac"] == 0.4 and c["weight_decay"] == 1.0)
+    cell = next(c for c in sweep["cells"] if c["train_frac"] == 0.5 and c["weight_decay"] == 1.0)
     assert cell["final_test_acc"] >= 0.95
     assert all(c["final_test_acc"] < 0.5 for c in sweep["cells"] if c["weight_decay"] == 0.0)
 
