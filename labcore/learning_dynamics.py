@@ -374,30 +374,37 @@ def deep_linear_descent(
 # --------------------------------------------------------------------------------------------
 
 
-def _flat_jacobian(
+def _jacobians(
     model: nn.Module, params: dict[str, Tensor], x: Tensor, batch_size: int
-) -> Tensor:
-    """Per-input Jacobians of the outputs, flattened over parameters: ``(n, k, P)``."""
+) -> list[Tensor]:
+    """Per-input Jacobians of the outputs, one ``(n, k, P_i)`` tensor per parameter tensor."""
 
     def one(p: dict[str, Tensor], xi: Tensor) -> Tensor:
         return functional_call(model, p, (xi.unsqueeze(0),)).reshape(-1)
 
     jac = vmap(jacrev(one), in_dims=(None, 0))
-    blocks = []
-    for start in range(0, x.shape[0], batch_size):
-        parts = jac(params, x[start : start + batch_size])
-        blocks.append(torch.cat([j.flatten(2) for j in parts.values()], dim=2))
-    return torch.cat(blocks)
+    chunks = [
+        [j.flatten(2) for j in jac(params, x[start : start + batch_size]).values()]
+        for start in range(0, x.shape[0], batch_size)
+    ]
+    if len(chunks) == 1:
+        return chunks[0]
+    return [torch.cat(parts) for parts in zip(*chunks, strict=True)]
+
+
+#: Jacobian entries per ``vmap`` chunk when ``batch_size`` is not given (64 MiB in float32).
+NTK_CHUNK_ENTRIES = 2**24
 
 
 def empirical_ntk(
-    model: nn.Module, x1: Tensor, x2: Tensor | None = None, *, batch_size: int = 64
+    model: nn.Module, x1: Tensor, x2: Tensor | None = None, *, batch_size: int | None = None
 ) -> Tensor:
     """The empirical neural tangent kernel :math:`\\Theta(x, x') = J(x) J(x')^\\top`.
 
     :math:`J(x) = \\partial f_\\theta(x) / \\partial \\theta` over every trainable parameter of
     ``model`` (those with ``requires_grad``), computed per input with ``torch.func`` (``vmap`` of
-    ``jacrev``) in chunks of ``batch_size`` inputs, then contracted with one matrix product. The
+    ``jacrev``) in chunks of ``batch_size`` inputs, then contracted with one matrix product per
+    parameter tensor. The
     model, its parameters and their ``.grad`` are left untouched. With ``x2=None`` the kernel of
     ``x1`` with itself is computed from one set of Jacobians.
 
@@ -405,7 +412,8 @@ def empirical_ntk(
         model: maps a batch ``(n, *in_shape)`` to ``(n,)``, ``(n, 1)`` or ``(n, k)``.
         x1: ``(n1, *in_shape)``.
         x2: ``(n2, *in_shape)`` or ``None`` (then ``x2 = x1``).
-        batch_size: inputs per ``vmap`` chunk (bounds memory).
+        batch_size: inputs per ``vmap`` chunk (bounds memory); by default as many as keep a
+            chunk's Jacobian within ``NTK_CHUNK_ENTRIES`` entries.
 
     Returns:
         ``(n1, n2)`` for one output per input; ``(n1, n2, k, k)`` for k > 1 outputs, where
@@ -422,20 +430,27 @@ def empirical_ntk(
                 "x2 must have x1's input shape and device, got "
                 f"{tuple(x2.shape)} on {x2.device} and {tuple(x1.shape)} on {x1.device}"
             )
-    batch_size = check_positive_int("batch_size", batch_size)
     params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
     if not params:
         raise ValueError("model has no trainable parameters (none with requires_grad)")
+    if batch_size is None:
+        n_params = sum(p.numel() for p in params.values())
+        batch_size = max(1, NTK_CHUNK_ENTRIES // n_params)
+    batch_size = check_positive_int("batch_size", batch_size)
     devices = {p.device for p in params.values()}
     if devices != {x1.device}:
         raise ValueError(
             f"model parameters are on {sorted(map(str, devices))}, inputs on {x1.device}"
         )
-    j1 = _flat_jacobian(model, params, x1, batch_size)
-    j2 = j1 if x2 is None else _flat_jacobian(model, params, x2, batch_size)
-    n1, k, n_params = j1.shape
-    n2 = j2.shape[0]
-    kernel = (j1.reshape(n1 * k, n_params) @ j2.reshape(n2 * k, n_params).mT).reshape(n1, k, n2, k)
+    j1 = _jacobians(model, params, x1, batch_size)
+    j2 = j1 if x2 is None else _jacobians(model, params, x2, batch_size)
+    n1, k, _ = j1[0].shape
+    n2 = j2[0].shape[0]
+    # sum over parameter tensors of J1_i J2_i^T: one matrix product each, no concatenated copy
+    kernel = sum(
+        a.reshape(n1 * k, -1) @ b.reshape(n2 * k, -1).mT for a, b in zip(j1, j2, strict=True)
+    )
+    kernel = kernel.reshape(n1, k, n2, k)
     if k == 1:
         return kernel[:, 0, :, 0]
     return kernel.permute(0, 2, 1, 3)
