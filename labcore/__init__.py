@@ -2,20 +2,23 @@
 
 Every notebook of the course imports this package. Each chapter has one module here
 (``labcore.mlp``, ``labcore.attention``, ...); this top level only holds what every chapter needs:
-choosing a device and seeding every random number generator.
+choosing a device, seeding every random number generator, and running loops of tiny tensor
+operations on one CPU thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "get_device", "seed_everything"]
+__all__ = ["__version__", "get_device", "seed_everything", "one_thread"]
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -69,3 +72,19 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)  # noqa: NPY002 - seeds the legacy global generator that libraries use
     torch.manual_seed(seed)  # also seeds every CUDA device
     return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the enclosed code on one CPU thread, then restore the thread count.
+
+    Training loops on tensors of a few hundred or thousand entries spend more on splitting each
+    operation over threads than they gain (tens of times more on a busy machine), and one thread
+    also makes their floating-point reductions independent of the machine's core count.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

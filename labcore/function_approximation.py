@@ -24,14 +24,13 @@ arguments with ``ValueError``/``TypeError`` messages that name them.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from labcore import one_thread
 from labcore.validation import check_positive_int, check_tensor
 
 __all__ = [
@@ -48,21 +47,6 @@ __all__ = [
     "mixture_density",
     "fit_mixture",
 ]
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run a loop of tiny tensor operations on one CPU thread, then restore the thread count.
-
-    The chapter's fits work on tensors of a few hundred entries, where splitting each operation
-    over threads costs more than it saves (tens of times more on a busy machine).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------- regression
@@ -232,7 +216,7 @@ def train_regressor(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
     model.train()
-    with _one_thread():
+    with one_thread():
         for _ in tqdm(range(steps), disable=not progress, desc="training"):
             optimizer.zero_grad()
             loss = ((model(inputs) - targets) ** 2).mean()
@@ -378,7 +362,7 @@ def fit_mixture(
     log_stds = torch.full_like(logits, float(x.std().log())).requires_grad_(True)
     optimizer = torch.optim.Adam([logits, means, log_stds], lr=lr)
     losses = []
-    with _one_thread():
+    with one_thread():
         for _ in tqdm(range(steps), disable=not progress, desc="fitting"):
             optimizer.zero_grad()
             loss = mixture_nll(x, logits, means, log_stds)

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 from tqdm.auto import tqdm
 
+from labcore import one_thread
 from labcore.mlp import linear_cka
 from labcore.validation import check_positive_int, check_tensor
 
@@ -355,17 +356,18 @@ def deep_linear_descent(
         )
     params = [w.detach().clone().requires_grad_(True) for w in weights]
     times, maps = [], []
-    for step in range(steps + 1):
-        if step % record_every == 0:
-            times.append(step * lr)
-            maps.append(network_map([p.detach() for p in params]))
-        if step == steps:
-            break
-        loss = 0.5 * (sigma_yx - network_map(params)).square().sum()
-        grads = torch.autograd.grad(loss, params)
-        with torch.no_grad():
-            for p, g in zip(params, grads, strict=True):
-                p -= lr * g
+    with one_thread():
+        for step in range(steps + 1):
+            if step % record_every == 0:
+                times.append(step * lr)
+                maps.append(network_map([p.detach() for p in params]))
+            if step == steps:
+                break
+            loss = 0.5 * (sigma_yx - network_map(params)).square().sum()
+            grads = torch.autograd.grad(loss, params)
+            with torch.no_grad():
+                for p, g in zip(params, grads, strict=True):
+                    p -= lr * g
     return torch.tensor(times, dtype=sigma_yx.dtype, device=sigma_yx.device), torch.stack(maps)
 
 
@@ -689,27 +691,28 @@ def train_lazy_rich(
     history: dict[str, list[float]] = {
         k: [] for k in ("step", "loss", "test_loss", "kernel_change", "alignment", "weight_change")
     }
-    for step in tqdm(range(steps + 1), disable=not progress, desc=f"alpha={alpha:g}"):
-        out = alpha * (model(x).reshape(-1) - h0)
-        loss = 0.5 * (out - y).square().sum() / alpha**2
-        if step % record_every == 0 or step == steps:
-            k = empirical_ntk(model, x)
-            theta = torch.cat([p.detach().flatten() for p in params])
-            history["step"].append(step)
-            history["loss"].append(float(loss.detach() * 2 * alpha**2 / y.shape[0]))
-            if x_test is not None and y_test is not None and h0_test is not None:
-                with torch.no_grad():
-                    out_test = alpha * (model(x_test).reshape(-1) - h0_test)
-                history["test_loss"].append(float((out_test - y_test).square().mean()))
-            history["kernel_change"].append(float(kernel_change(k0, k)))
-            history["alignment"].append(float(kernel_alignment(k, y)))
-            history["weight_change"].append(float((theta - theta0).norm() / theta0.norm()))
-        if step == steps:
-            break
-        grads = torch.autograd.grad(loss, params)
-        with torch.no_grad():
-            for p, g in zip(params, grads, strict=True):
-                p -= lr * g
+    with one_thread():
+        for step in tqdm(range(steps + 1), disable=not progress, desc=f"alpha={alpha:g}"):
+            out = alpha * (model(x).reshape(-1) - h0)
+            loss = 0.5 * (out - y).square().sum() / alpha**2
+            if step % record_every == 0 or step == steps:
+                k = empirical_ntk(model, x)
+                theta = torch.cat([p.detach().flatten() for p in params])
+                history["step"].append(step)
+                history["loss"].append(float(loss.detach() * 2 * alpha**2 / y.shape[0]))
+                if x_test is not None and y_test is not None and h0_test is not None:
+                    with torch.no_grad():
+                        out_test = alpha * (model(x_test).reshape(-1) - h0_test)
+                    history["test_loss"].append(float((out_test - y_test).square().mean()))
+                history["kernel_change"].append(float(kernel_change(k0, k)))
+                history["alignment"].append(float(kernel_alignment(k, y)))
+                history["weight_change"].append(float((theta - theta0).norm() / theta0.norm()))
+            if step == steps:
+                break
+            grads = torch.autograd.grad(loss, params)
+            with torch.no_grad():
+                for p, g in zip(params, grads, strict=True):
+                    p -= lr * g
     return history
 
 
@@ -895,29 +898,34 @@ def train_modular_addition(
         "train": split.train.tolist(),
         **{k: [] for k in keys},
     }
-    for step in tqdm(range(steps + 1), disable=not progress, desc="modular addition"):
-        logits = model(x_train)
-        loss = F.cross_entropy(logits, y_train)
-        if step % log_every == 0 or step == steps:
-            with torch.no_grad():
-                test_logits = model(x_test)
-                history["step"].append(step)
-                history["train_loss"].append(float(loss))
-                history["test_loss"].append(float(F.cross_entropy(test_logits, y_test)))
-                history["train_acc"].append(float((logits.argmax(1) == y_train).double().mean()))
-                history["test_acc"].append(float((test_logits.argmax(1) == y_test).double().mean()))
-                norm = torch.cat([q.flatten() for q in model.parameters()]).norm()
-                history["weight_norm"].append(float(norm))
-                history["fourier_concentration"].append(
-                    float(fourier_concentration(model.embed[0]))
-                )
-                similarity = linear_cka(model.hidden(split.pairs).double(), hidden0)
-                history["feature_similarity"].append(float(similarity))
-        if step == steps:
-            break
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    with one_thread():
+        for step in tqdm(range(steps + 1), disable=not progress, desc="modular addition"):
+            logits = model(x_train)
+            loss = F.cross_entropy(logits, y_train)
+            if step % log_every == 0 or step == steps:
+                with torch.no_grad():
+                    test_logits = model(x_test)
+                    history["step"].append(step)
+                    history["train_loss"].append(float(loss))
+                    history["test_loss"].append(float(F.cross_entropy(test_logits, y_test)))
+                    history["train_acc"].append(
+                        float((logits.argmax(1) == y_train).double().mean())
+                    )
+                    history["test_acc"].append(
+                        float((test_logits.argmax(1) == y_test).double().mean())
+                    )
+                    norm = torch.cat([q.flatten() for q in model.parameters()]).norm()
+                    history["weight_norm"].append(float(norm))
+                    history["fourier_concentration"].append(
+                        float(fourier_concentration(model.embed[0]))
+                    )
+                    similarity = linear_cka(model.hidden(split.pairs).double(), hidden0)
+                    history["feature_similarity"].append(float(similarity))
+            if step == steps:
+                break
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
     return model, history
 
 
@@ -943,10 +951,8 @@ def grokking_sweep(sweep: dict[str, Any] | None = None, *, progress: bool = True
     ``python -m labcore.learning_dynamics sweep`` writes the shipped result.
     """
     sweep = dict(GROKKING_SWEEP if sweep is None else sweep)
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     cells = []
-    try:
+    with one_thread():
         grid = [(f, wd) for f in sweep["train_fracs"] for wd in sweep["weight_decays"]]
         for frac, wd in tqdm(grid, disable=not progress, desc="grokking sweep"):
             _, history = train_modular_addition(
@@ -966,8 +972,6 @@ def grokking_sweep(sweep: dict[str, Any] | None = None, *, progress: bool = True
                     "test_95": _first_step(history, "test_acc", 0.95),
                 }
             )
-    finally:
-        torch.set_num_threads(old_threads)
     return {**sweep, "cells": cells}
 
 

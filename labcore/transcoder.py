@@ -69,6 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from labcore import one_thread
 from labcore.validation import check_in, check_positive_int, check_tensor
 
 __all__ = [
@@ -1356,9 +1357,7 @@ def train_tiny_transcoder(
     recipe = dict(
         TINY_RECIPES[check_in("layer", layer, list(TINY_RECIPES))] if recipe is None else recipe
     )
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         model, inputs, targets, eval_set, collect_seconds = _tiny_data(recipe)
         transcoder, history = train_transcoder(
             inputs,
@@ -1385,8 +1384,6 @@ def train_tiny_transcoder(
         )
         with torch.no_grad():
             metrics["train_dead_fraction"] = dead_fraction(transcoder.encode(inputs)).item()
-    finally:
-        torch.set_num_threads(old_threads)
     record = {
         "recipe": recipe,
         "metrics": {key: round(value, 5) for key, value in metrics.items()},
@@ -1489,9 +1486,7 @@ def sweep_tiny(sweep: dict[str, Any] | None = None, *, progress: bool = True) ->
     """
     sweep = dict(TINY_SWEEP if sweep is None else sweep)
     recipe = TINY_RECIPES[check_in("layer", sweep["layer"], list(TINY_RECIPES))]
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         model, inputs, targets, eval_set, _ = _tiny_data(recipe)
         x_eval, y_eval = collect_mlp_io(
             model, eval_set.tokens, sweep["layer"], lengths=eval_set.lengths
@@ -1513,8 +1508,6 @@ def sweep_tiny(sweep: dict[str, Any] | None = None, *, progress: bool = True) ->
             )
             for name, grid in sweep["grids"].items()
         }
-    finally:
-        torch.set_num_threads(old_threads)
     rounded = {
         name: [{key: round(value, 5) for key, value in row.items()} for row in rows]
         for name, rows in curves.items()

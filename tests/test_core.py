@@ -72,3 +72,17 @@ def test_labcore_dependencies_carry_lower_bounds_only(root):
         assert re.fullmatch(r"[A-Za-z0-9_.-]+(\[[a-z,]+\])?>=[0-9.]+", requirement), (
             f"{requirement!r}: labcore's dependencies take lower bounds only (no ==, <, ~=)"
         )
+
+
+def test_one_thread_runs_on_one_thread_and_restores_the_count():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with labcore.one_thread():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), labcore.one_thread():
+            raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

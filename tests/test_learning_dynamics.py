@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+import labcore
 from labcore import learning_dynamics as ld
 
 F64 = torch.float64
@@ -227,11 +228,12 @@ def test_kernel_predictor_matches_the_trained_wide_network() -> None:
     k, k_test = ld.empirical_ntk(model, x), ld.empirical_ntk(model, x_test, x)
     lr, steps = 0.5 / float(torch.linalg.eigvalsh(k).max()), 600
     params = list(model.parameters())
-    for _ in range(steps):
-        grads = torch.autograd.grad(0.5 * (model(x) - y).square().sum(), params)
-        with torch.no_grad():
-            for p, grad in zip(params, grads, strict=True):
-                p -= lr * grad
+    with labcore.one_thread():
+        for _ in range(steps):
+            grads = torch.autograd.grad(0.5 * (model(x) - y).square().sum(), params)
+            with torch.no_grad():
+                for p, grad in zip(params, grads, strict=True):
+                    p -= lr * grad
     with torch.no_grad():
         trained = model(x_test)
     predicted = ld.kernel_gd_predict(k, k_test, y, f0, f0_test, lr * steps)
