@@ -65,6 +65,7 @@ RUBRICS: dict[str, str] = {
     "03-attribution": "labcore.rubrics.attribution",
     "04-dynamics": "labcore.rubrics.dynamics",
     "05-transcoders": "labcore.rubrics.transcoder",
+    "06-learning-dynamics": "labcore.rubrics.learning_dynamics",
 }
 
 #: Kernel-side source of the default way to call a graded function: positional ``args``, keyword
