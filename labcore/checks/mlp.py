@@ -22,6 +22,11 @@ from labcore.checks import CheckFailed, assert_unchanged, compare, passed, run_c
 from labcore.data import digits
 
 __all__ = [
+    "ACTIVATION_CALL_SOURCE",
+    "CLASSIFIER_CALL_SOURCE",
+    "classifier_probe",
+    "judge_classifier",
+    "cka_type_problem",
     "check_layer_forward",
     "check_mlp_forward",
     "check_mlp_backward",
@@ -32,6 +37,218 @@ __all__ = [
 ]
 
 Tensor = torch.Tensor
+
+# ----------------------------------------------------------------------------- kernel-side calls
+#: How a function that takes an activation is called, in the notebook (by the checks) and in the
+#: grader's kernel (by the rubric): the activation travels by name (``spec["act_index"]`` names its
+#: position). With ``spec["reference_layer"]`` the student's ``mlp_forward`` runs with labcore's
+#: reference ``layer_forward`` bound under that name in its own namespace (restored afterwards), so
+#: a mistake in exercise 1 costs points in exercise 1 only.
+ACTIVATION_CALL_SOURCE = """
+def call(fn, spec):
+    import torch
+
+    def reference_layer_forward(x, W, b, activation):
+        return activation(torch.nn.functional.linear(x, W, b))
+
+    activations = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid,
+                   "identity": lambda z: z}
+    args = list(spec["args"])
+    args[spec["act_index"]] = activations[args[spec["act_index"]]]
+    before = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in args]
+    namespace = getattr(fn, "__globals__", None)
+    swap = bool(spec.get("reference_layer")) and isinstance(namespace, dict)
+    missing = object()
+    saved = namespace.get("layer_forward", missing) if swap else missing
+    if swap:
+        namespace["layer_forward"] = reference_layer_forward
+    try:
+        value = fn(*args)
+    finally:
+        if swap and saved is missing:
+            namespace.pop("layer_forward", None)
+        elif swap:
+            namespace["layer_forward"] = saved
+    mutated = [i for i, (a, c) in enumerate(zip(args, before))
+               if c is not None and not (a.shape == c.shape and torch.equal(a.detach(), c))]
+    return value, {"mutated": mutated}
+"""
+
+#: The training exercise: rebuild the MLP from ``spec["state"]`` (on the data's device), train it
+#: once with the student's loop, and report the losses, the trained weights, the gradients left in
+#: ``.grad``, whether the inputs changed and whether the global RNG was drawn from.
+CLASSIFIER_CALL_SOURCE = """
+def call(fn, spec):
+    import torch
+
+    from labcore.mlp import MLP
+
+    X, y = spec["args"]
+    with torch.random.fork_rng(devices=[]):  # the weights come from spec["state"]
+        model = MLP(spec["sizes"], spec["activation"])
+    model.load_state_dict(spec["state"])
+    model.to(X.device)
+    before = (X.clone(), y.clone())
+    rng = torch.random.get_rng_state()
+    losses = fn(model, X, y, **spec["kwargs"])
+    extra = {
+        "mutated": [i for i, (a, b) in enumerate(zip((X, y), before))
+                    if not (a.shape == b.shape and torch.equal(a, b))],
+        "global_rng": not torch.equal(rng, torch.random.get_rng_state()),
+        "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "grads": {k: (p.grad.detach().cpu().clone() if p.grad is not None else None)
+                  for k, p in model.named_parameters()},
+    }
+    return losses, extra
+"""
+
+
+def _compile(source: str) -> Callable:
+    namespace: dict = {}
+    exec(source, namespace)  # the grader's kernel runs the very same source
+    return namespace["call"]
+
+
+_ACTIVATION_CALL = _compile(ACTIVATION_CALL_SOURCE)
+_CLASSIFIER_CALL = _compile(CLASSIFIER_CALL_SOURCE)
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid,
+               "identity": lambda z: z}  # fmt: skip
+
+
+def _plain(value: object) -> object:
+    """A tensor shipped back by the grader's kernel (a ``TensorResult``) as a plain tensor."""
+    tensor = getattr(value, "tensor", None)
+    return tensor if isinstance(tensor, Tensor) else value
+
+
+def cka_type_problem(value: object) -> str | None:
+    """The return-type rule of ``linear_cka`` (check and rubric): a 0-d tensor, not a float."""
+    if isinstance(value, bool | int | float):
+        return (
+            f"expected a 0-d torch.Tensor, got a Python {type(value).__name__} ({value!r}): the "
+            "statement asks for the tensor itself (converting with .item() drops its dtype, "
+            "device and autograd graph)"
+        )
+    return None
+
+
+# ----------------------------------------------------------------------------- training probe
+#: The probe of ``train_classifier``: ``lr=1e-9`` leaves the weights where they are (to 1e-6), so
+#: every recorded loss must equal the cross-entropy of the initial logits on all samples (two equal
+#: halves per epoch), and what is left in ``.grad`` tells whether gradients were zeroed between
+#: steps.
+PROBE_KWARGS = {"epochs": 2, "batch_size": 64, "lr": 1e-9, "seed": 3}
+PROBE_SIZES = [64, 24, 10]
+
+
+def classifier_probe(X: Tensor, y: Tensor, g: torch.Generator) -> tuple[dict, dict]:
+    """``(spec, expected)`` of the ``lr = 1e-9`` probe on the first 128 samples of ``(X, y)``.
+
+    The output layer is scaled up (confident logits), so that the cross-entropy of the logits
+    (several nats) and that of softmax probabilities (between ``log(e + 9) - 1`` and
+    ``log(e + 9)``, 1.46 and 2.46 nats) differ.
+    """
+    X, y = X[:128], y[:128]
+    with torch.random.fork_rng(devices=[]):
+        model = ref.MLP(PROBE_SIZES, "tanh")
+    with torch.no_grad():
+        for layer in model.layers:
+            bound = 1.0 / math.sqrt(layer.weight.shape[1])
+            for p in (layer.weight, layer.bias):
+                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * bound)
+        model.layers[-1].weight.mul_(25.0)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    Xc, yc = X.cpu(), y.cpu()
+    logits = model(Xc)
+    ce = F.cross_entropy(logits, yc)
+    model.zero_grad()
+    ce.backward()
+    grads = {k: p.grad.detach().clone() for k, p in model.named_parameters()}
+    with torch.no_grad():
+        softmax_ce = float(F.cross_entropy(torch.softmax(logits, -1), yc))
+    spec = {"sizes": PROBE_SIZES, "activation": "tanh", "state": state, "args": [X, y],
+            "kwargs": dict(PROBE_KWARGS)}  # fmt: skip
+    expected = {"probe": True, "epochs": PROBE_KWARGS["epochs"], "state": state,
+                "ce": float(ce.detach()), "softmax_ce": softmax_ce, "grads": grads}  # fmt: skip
+    return spec, expected
+
+
+def judge_classifier(expected: dict, losses: object, extra: dict) -> str | None:
+    """The rules of ``train_classifier`` shared by the check and the rubric (``None``: accepted).
+
+    Always: a list of ``epochs`` finite Python floats, ``X`` and ``y`` unchanged, the global RNG
+    untouched. On the ``lr = 1e-9`` probe also: the weights unchanged, every loss equal to the mean
+    cross-entropy of the logits, and no gradient accumulated across steps.
+    """
+    epochs = expected["epochs"]
+    if not isinstance(losses, list | tuple) or len(losses) != epochs:
+        got = f"{type(losses).__name__}" + (
+            f" of length {len(losses)}" if isinstance(losses, list | tuple) else ""
+        )
+        return (
+            f"expected a list of {epochs} losses, one per epoch (epochs={epochs}), got {got}: "
+            "record the mean of each epoch's mini-batch losses, not every step's"
+        )
+    if not all(isinstance(v, float) and math.isfinite(v) for v in losses):
+        kinds = sorted({type(v).__name__ for v in losses})
+        return (
+            f"the losses must be finite Python floats, got {', '.join(kinds)}: a tensor loss "
+            "keeps its autograd graph alive; convert each mini-batch loss with .item()"
+        )
+    mutated = extra.get("mutated")
+    if mutated:
+        names = ", ".join(repr(("X", "y")[i]) for i in mutated if i in (0, 1))
+        return f"your function modified its input {names} in place: work on copies"
+    if extra.get("global_rng") is not False:
+        return (
+            "your function drew from torch's global random generator (a shuffle such as "
+            "torch.randperm without a generator, or torch.manual_seed): the order of the samples "
+            "must come from the torch.Generator seeded with `seed` alone, which makes the run "
+            "reproducible and leaves the caller's random stream untouched"
+        )
+    if not expected.get("probe"):
+        return None
+    state = {k: _plain(v) for k, v in (extra.get("state") or {}).items()}
+    if set(state) != set(expected["state"]) or not all(
+        isinstance(state[k], Tensor)
+        and state[k].shape == expected["state"][k].shape
+        and torch.allclose(state[k].float(), expected["state"][k], rtol=0, atol=1e-6)
+        for k in state
+    ):
+        return (
+            f"with lr=1e-9 ({PROBE_KWARGS}) the weights moved by more than 1e-6: the optimizer "
+            "must use the `lr` "
+            "argument (and no other update may touch the weights)"
+        )
+    ce, soft = expected["ce"], expected["softmax_ce"]
+    for epoch, value in enumerate(losses, start=1):
+        if abs(value - ce) > 1e-4 * ce + 1e-4:
+            hint = "record the mean cross-entropy of each mini-batch, F.cross_entropy on the logits"
+            if abs(value - soft) < 1e-3 * soft + 1e-3:
+                hint = (
+                    "this is the cross-entropy of softmax probabilities: F.cross_entropy applies "
+                    "log-softmax itself, so a softmax before it squashes the logits into [0, 1] "
+                    "and the loss can never fall below log(e + 9) - 1 ~ 1.46 for 10 classes"
+                )
+            return (
+                f"with lr=1e-9 ({PROBE_KWARGS}) the weights stay at their initial values, so every "
+                f"epoch's loss must equal the mean cross-entropy of the initial logits, {ce:.4f}; "
+                f"epoch {epoch} recorded {value:.4f}. Hint: {hint}"
+            )
+    grads = {k: _plain(v) for k, v in (extra.get("grads") or {}).items()}
+    want = expected["grads"]
+    if set(grads) == set(want) and all(isinstance(v, Tensor) for v in grads.values()):
+        got = torch.cat([grads[k].double().flatten() for k in want])
+        full = torch.cat([want[k].double().flatten() for k in want])
+        ratio = float(got @ full / (full @ full))
+        if ratio > 1.5 and (got - ratio * full).norm() <= 1e-3 * ratio * full.norm():
+            return (
+                f"with lr=1e-9 every epoch's two steps average to the same gradient g, and after "
+                f"{PROBE_KWARGS['epochs']} epochs of 2 mini-batches the parameters' .grad held "
+                f"{ratio:.2f} g: the gradients accumulated across steps, because backward() adds "
+                "to .grad. Zero the gradients before every backward() (or after every step)"
+            )
+    return None
 
 
 def _random_params(
@@ -95,11 +312,11 @@ def check_layer_forward(layer_forward: Callable) -> None:
             got = run_case(case, layer_forward, x, W, b, sigma)
         except CheckFailed as err:
             if "cannot be multiplied" in str(err):
-                hint = "W has shape (d_out, d_in) as in nn.Linear: z = x W^T + b, i.e. x @ W.T"
+                hint = "W has shape (d_out, d_in) as in nn.Linear: z = x W^T + b multiplies by W^T"
             elif b is None:
                 hint = "b may be None: then z = x W^T"
             else:
-                raise
+                hint = "z = x W^T has shape (batch, d_out), and b, of shape (d_out,), is added to every row"
             raise CheckFailed(f"{err}\n  hint: {hint}") from None
         for name, old, new in zip(("x", "W", "b"), before, (x, W, b), strict=True):
             assert_unchanged(case, old, new, name)
@@ -109,34 +326,50 @@ def check_layer_forward(layer_forward: Callable) -> None:
             hint = "you multiplied by W instead of W^T: the rows of W are the output units"
         elif _agrees(got, F.linear(x, W, b)) and not _agrees(got, expected):
             hint = "apply the activation to z = x W^T + b"
+        elif isinstance(got, Tensor) and got.dtype != expected.dtype:
+            hint = "keep x's dtype (float64 in, float64 out): no cast to another precision"
         compare(case, got, expected, atol=1e-5, hint=hint)
     passed("layer_forward", len(cases))
 
 
 # ------------------------------------------------------------------ exercise 2: the composition
 def check_mlp_forward(mlp_forward: Callable) -> None:
-    """``mlp_forward(params, x, activation)``: layers composed, no activation after the last."""
+    """``mlp_forward(params, x, activation)``: layers composed, no activation after the last.
+
+    Your ``mlp_forward`` runs with labcore's reference ``layer_forward`` in place of yours (as in
+    the grader), so that a mistake in exercise 1 is reported there only.
+    """
     g = torch.Generator().manual_seed(11)
     device = labcore.get_device()
     cases = [
-        ("one layer (an affine map, no activation)", [3, 2], 4, torch.tanh, torch.float32, "cpu"),
-        ("sizes [4, 8, 8, 3], tanh", [4, 8, 8, 3], 5, torch.tanh, torch.float32, "cpu"),
-        ("batch of 1, sizes [2, 5, 1], relu", [2, 5, 1], 1, torch.relu, torch.float32, "cpu"),
-        ("float64, sizes [3, 6, 6, 6, 2], sigmoid", [3, 6, 6, 6, 2], 6, torch.sigmoid,
+        ("one layer (an affine map, no activation)", [3, 2], 4, "tanh", torch.float32, "cpu"),
+        ("sizes [4, 8, 8, 3], tanh", [4, 8, 8, 3], 5, "tanh", torch.float32, "cpu"),
+        ("batch of 1, sizes [2, 5, 1], relu", [2, 5, 1], 1, "relu", torch.float32, "cpu"),
+        ("float64, sizes [3, 6, 6, 6, 2], sigmoid", [3, 6, 6, 6, 2], 6, "sigmoid",
          torch.float64, "cpu"),
-        (f"on the device in use ({device}), relu", [8, 16, 4], 10, torch.relu, torch.float32,
+        (f"on the device in use ({device}), relu", [8, 16, 4], 10, "relu", torch.float32,
          device),
     ]  # fmt: skip
-    for case, sizes, batch, sigma, dtype, dev in cases:
+    for case, sizes, batch, act, dtype, dev in cases:
         params = _random_params(sizes, g, dtype, dev)
         x = torch.randn(batch, sizes[0], generator=g, dtype=dtype).to(dev)
-        before = snapshot(x)
-        got = run_case(case, mlp_forward, params, x, sigma)
-        assert_unchanged(case, before, x, "x")
+        spec = {"args": [params, x, act], "act_index": 2, "reference_layer": True}
+        try:
+            got, extra = run_case(case, _ACTIVATION_CALL, mlp_forward, spec)
+        except CheckFailed as err:
+            raise CheckFailed(
+                f"{err}\n  hint: each layer takes the previous layer's output a_(l-1), of shape "
+                "(batch, d_(l-1)), and W_l has shape (d_l, d_(l-1))"
+            ) from None
+        if extra["mutated"]:
+            raise CheckFailed(f"[{case}] your function modified its input x in place")
+        sigma = ACTIVATIONS[act]
         expected = _reference_forward(params, x, sigma)
         hint = "a_0 = x, a_l = sigma(a_{l-1} W_l^T + b_l) for l < L, and f(x) = a_{L-1} W_L^T + b_L"
         if _agrees(got, sigma(expected)) and not _agrees(got, expected):
             hint = "no activation after the last layer: the output is z_L itself (logits)"
+        elif isinstance(got, Tensor) and got.dtype != expected.dtype:
+            hint = "keep x's dtype (float64 in, float64 out): no cast to another precision"
         compare(case, got, expected, atol=1e-5, hint=hint)
     passed("mlp_forward", len(cases))
 
@@ -189,7 +422,10 @@ def check_mlp_backward(mlp_backward: Callable) -> None:
                     f"{err}\n  hint: autograd is switched off in this check: compute the gradients "
                     "with the matrix formulas (delta_l, then dW_l = delta_l^T a_{l-1})"
                 ) from None
-            raise
+            raise CheckFailed(
+                f"{err}\n  hint: delta_l has shape (batch, d_l) like z_l; the step down, "
+                "delta_(l-1) = (delta_l W_l) * sigma'(z_(l-1)), has shape (batch, d_(l-1))"
+            ) from None
         assert_unchanged(case, before[0], x, "x")
         assert_unchanged(case, before[1], grad_out, "grad_out")
         expected = _autograd_gradients(params, x, grad_out, activation)
@@ -218,7 +454,16 @@ def check_mlp_backward(mlp_backward: Callable) -> None:
                 compare(label, g_l, e_l, atol=float("inf"))  # dtype and device
                 error = _max_rel_error(g_l.detach(), e_l)
                 if error > tol:
-                    if l == L - 1:
+                    if (
+                        name.startswith("db")
+                        and _max_rel_error(pair[0].detach(), expected[l][0]) <= tol
+                    ):
+                        hint = (
+                            f"dW_{l + 1} is right, so delta_{l + 1} is: db_{l + 1} is the *sum* "
+                            f"of delta_{l + 1} over the batch (dim 0), the bias being added to "
+                            "every sample"
+                        )
+                    elif l == L - 1:
                         hint = "in the last layer delta_L = grad_out (no activation there)"
                     else:
                         hint = (
@@ -281,7 +526,8 @@ def check_relu_interpolant_params(relu_interpolant_params: Callable) -> None:
             torch.linspace(float(kx[0]) - span, float(kx[0]), 50, dtype=kx.dtype),
             torch.linspace(float(kx[-1]), float(kx[-1]) + span, 50, dtype=kx.dtype),
         ])[:, None]  # fmt: skip
-        net = ref.relu_interpolant(kx, ky)
+        with torch.random.fork_rng(devices=[]):  # nn.Linear's initialisation, overwritten
+            net = ref.relu_interpolant(kx, ky)
         with torch.no_grad():
             compare(
                 f"{case}, on [x_0, x_K]",
@@ -303,16 +549,39 @@ def check_relu_interpolant_params(relu_interpolant_params: Callable) -> None:
 
 
 # ------------------------------------------------------------------ exercise 5: training loop
+def _fresh_mlp(sizes: list[int], seed: int) -> nn.Module:
+    """``MLP(sizes)`` with nn.Linear's default uniform initialisation drawn from a local generator
+    (the global RNG is left alone)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        model = ref.MLP(sizes)
+    with torch.no_grad():
+        for layer in model.layers:
+            bound = 1.0 / math.sqrt(layer.weight.shape[1])
+            for p in (layer.weight, layer.bias):
+                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * bound)
+    return model
+
+
 def check_train_classifier(train_classifier: Callable, *, time_limit: float = 30.0) -> None:
     """``train_classifier(model, X, y)`` (the student's defaults) must bring ``MLP([64, 64, 10])``
     to at least 95% accuracy on the held-out digits, in under ``time_limit`` seconds.
 
-    The training runs with one CPU thread (``torch.set_num_threads(1)``, restored afterwards).
+    First a short probe with ``lr=1e-9`` (shared with the grader, :func:`judge_classifier`): the
+    losses must be the cross-entropy of the logits, gradients must not accumulate across steps,
+    the global RNG must stay untouched. The training runs with one CPU thread
+    (``torch.set_num_threads(1)``, restored afterwards).
     """
     device = labcore.get_device()
     X_train, y_train, X_test, y_test = digits(device=device)
-    torch.manual_seed(0)
-    model = ref.MLP([64, 64, 10]).to(device)
+    spec, expected = classifier_probe(X_train, y_train, torch.Generator().manual_seed(5))
+    case = f"probe: MLP({PROBE_SIZES}) on 128 training digits with {PROBE_KWARGS}"
+    losses, extra = run_case(case, _CLASSIFIER_CALL, train_classifier, spec)
+    problem = judge_classifier(expected, losses, extra)
+    if problem:
+        raise CheckFailed(f"[{case}] {problem}")
+
+    model = _fresh_mlp([64, 64, 10], seed=0).to(device)
     initial = [p.detach().clone() for p in model.parameters()]
     before = (snapshot(X_train), snapshot(y_train))
     case = f"MLP([64, 64, 10]) on {X_train.shape[0]} training digits ({device})"
@@ -320,6 +589,7 @@ def check_train_classifier(train_classifier: Callable, *, time_limit: float = 30
     # One CPU thread: fastest for a model this small, and the time limit then measures the loop
     # rather than how busy the machine's other cores are. Restored afterwards.
     torch.set_num_threads(1)
+    rng = torch.random.get_rng_state()
     try:
         start = time.perf_counter()
         losses = run_case(case, train_classifier, model, X_train, y_train)
@@ -333,8 +603,13 @@ def check_train_classifier(train_classifier: Callable, *, time_limit: float = 30
             f"[{case}] expected a list of losses, one per epoch (at least 2), got "
             f"{type(losses).__name__}"
         )
-    if not all(isinstance(v, float) for v in losses):
-        raise CheckFailed(f"[{case}] the losses must be Python floats: use loss.item()")
+    problem = judge_classifier(
+        {"epochs": len(losses)},
+        losses,
+        {"mutated": [], "global_rng": not torch.equal(rng, torch.random.get_rng_state())},
+    )
+    if problem:
+        raise CheckFailed(f"[{case}] {problem}")
     if all(torch.equal(p.detach(), q) for p, q in zip(model.parameters(), initial, strict=True)):
         raise CheckFailed(
             f"[{case}] the model's parameters did not change: build the optimizer on "
@@ -343,14 +618,14 @@ def check_train_classifier(train_classifier: Callable, *, time_limit: float = 30
     if not losses[-1] < losses[0]:
         raise CheckFailed(
             f"[{case}] the loss did not decrease (first {losses[0]:.3f}, last {losses[-1]:.3f}): "
-            "zero the gradients every step and check the learning rate"
+            "check the learning rate and the sign of the update"
         )
     acc = ref.accuracy(model, X_test, y_test)
     if acc < 0.95:
         raise CheckFailed(
             f"[{case}] test accuracy {acc:.3f} < 0.95 (final training loss {losses[-1]:.3f})"
-            "\n  hint: shuffle every epoch, use cross-entropy on the logits (no softmax before it), "
-            "and train longer or with a larger learning rate (Adam, lr ~ 1e-3 to 1e-2)"
+            "\n  hint: shuffle every epoch, and choose the default epochs and learning rate on a "
+            "validation split (Adam, lr ~ 1e-3 to 1e-2)"
         )
     if seconds > time_limit:
         raise CheckFailed(
@@ -388,11 +663,13 @@ def check_linear_cka(linear_cka: Callable) -> None:
         assert_unchanged(case, before[1], B, "Y")
         expected = ref.linear_cka(A, B)
         hint = "CKA = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) with Xc = X - X.mean(0)"
+        problem = cka_type_problem(got)
+        if problem:
+            raise CheckFailed(f"[{case}] {problem}")
         uncentred = (B.mT @ A).square().sum() / ((A.mT @ A).norm() * (B.mT @ B).norm())
         if _agrees(got, uncentred) and not _agrees(got, expected):
             hint = "centre each feature first: subtract the mean over the samples (dim 0)"
-        compare(case, torch.as_tensor(got) if isinstance(got, float) else got, expected,
-                atol=1e-5, hint=hint)  # fmt: skip
+        compare(case, got, expected, atol=1e-5, hint=hint)
     passed("linear_cka", len(cases))
 
 
@@ -422,7 +699,8 @@ def check_geometry_experiment(geometry_experiment: Callable) -> None:
     for activation in ("tanh", "relu"):
         case = f"{activation}, 8 clusters of 8 points in R^16, a random dichotomy ({device})"
         before = (snapshot(X), snapshot(y))
-        out = run_case(case, geometry_experiment, activation, X, y, width=32, steps=200, seed=0)
+        with torch.random.fork_rng(devices=[]):  # the exercise seeds the global RNG itself
+            out = run_case(case, geometry_experiment, activation, X, y, width=32, steps=200, seed=0)
         assert_unchanged(case, before[0], X, "X")
         assert_unchanged(case, before[1], y, "y")
         if not isinstance(out, (tuple, list)) or len(out) != 2:

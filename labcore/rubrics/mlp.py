@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from labcore import mlp as ref
+from labcore.checks import mlp as rules
 from labcore.rubrics import (
     Exercise,
     HiddenCase,
@@ -66,21 +67,9 @@ def _tolerance(dtype: torch.dtype) -> dict[str, float]:
     return {"atol": 1e-9, "rtol": 1e-7} if dtype == torch.float64 else {"atol": 2e-5, "rtol": 1e-4}
 
 
-#: Kernel side: the activation travels by name (``spec["act_index"]`` names its position).
-_ACTIVATION_CALL = """
-def call(fn, spec):
-    import torch
-
-    activations = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid,
-                   "identity": lambda z: z}
-    args = list(spec["args"])
-    args[spec["act_index"]] = activations[args[spec["act_index"]]]
-    before = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in args]
-    value = fn(*args)
-    mutated = [i for i, (a, c) in enumerate(zip(args, before))
-               if c is not None and not (a.shape == c.shape and torch.equal(a.detach(), c))]
-    return value, {"mutated": mutated}
-"""
+#: Kernel side: the activation travels by name; ``mlp_forward`` runs with the reference
+#: ``layer_forward`` in place of the student's (the same source as the notebook check).
+_ACTIVATION_CALL = rules.ACTIVATION_CALL_SOURCE
 
 
 # --------------------------------------------------------------------------- 1: one layer
@@ -116,7 +105,8 @@ def _score_layer(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | N
 
 # --------------------------------------------------------------------------- 2: composition
 def _mlp_forward_cases(seed: int) -> list[HiddenCase]:
-    """One layer, deeper networks, a batch of one, float64."""
+    """One layer, deeper networks, a batch of one, float64; graded with the reference
+    ``layer_forward`` in place of the student's (one mistake costs points once)."""
     g = _generator(seed, 2)
     settings = [
         ("one layer (an affine map, no activation)", [4, 3], 5, "tanh", torch.float32),
@@ -129,7 +119,8 @@ def _mlp_forward_cases(seed: int) -> list[HiddenCase]:
         params = _params(sizes, g, dtype)
         x = torch.randn(batch, sizes[0], generator=g, dtype=dtype)
         expected = _forward(params, x, _ACTIVATIONS[act])
-        cases.append(HiddenCase(name, {"args": [params, x, act], "act_index": 2}, expected))
+        spec = {"args": [params, x, act], "act_index": 2, "reference_layer": True}
+        cases.append(HiddenCase(name, spec, expected))
     return cases
 
 
@@ -274,37 +265,26 @@ def _score_interpolant(case: HiddenCase, value: Any, extra: dict[str, Any]) -> s
 
 # --------------------------------------------------------------------------- 5: training
 #: Kernel side: rebuild the MLP from the hidden initial weights, train it once with the student's
-#: loop, send back the losses and the trained weights (the grader measures the accuracy).
-_CLASSIFIER_CALL = """
-def call(fn, spec):
-    import torch
-    from labcore.mlp import MLP
-
-    model = MLP(spec["sizes"], spec["activation"])
-    model.load_state_dict(spec["state"])
-    X, y = spec["args"]
-    before = (X.clone(), y.clone())
-    losses = fn(model, X, y, **spec["kwargs"])
-    state = {name: value.detach().clone() for name, value in model.state_dict().items()}
-    mutated = [i for i, (a, b) in enumerate(zip((X, y), before)) if not torch.equal(a, b)]
-    return losses, {"state": state, "mutated": mutated}
-"""
+#: loop, send back the losses, the trained weights and the gradients left (the check's source).
+_CLASSIFIER_CALL = rules.CLASSIFIER_CALL_SOURCE
 
 _MIN_ACCURACY = 0.85
 
 
 def _classifier_cases(seed: int) -> list[HiddenCase]:
-    """Two short trainings on the digits from hidden initial weights (a few epochs each)."""
+    """The ``lr = 1e-9`` probe of the check (losses, accumulated gradients, global RNG), then two
+    short trainings on the digits from hidden initial weights (a few epochs each)."""
     from labcore.data import digits
 
     X_train, y_train, X_test, y_test = digits(seed=seed)
+    spec, expected = rules.classifier_probe(X_train, y_train, _generator(seed, 5))
+    cases = [HiddenCase("probe: lr=1e-9, 2 epochs of 2 mini-batches of 64 digits", spec, expected)]
     settings = [
         ("MLP([64, 32, 10], tanh), 4 epochs, batch 32, lr 1e-2", [64, 32, 10], "tanh",
          {"epochs": 4, "batch_size": 32, "lr": 1e-2, "seed": 1}),
         ("MLP([64, 48, 10], relu), 3 epochs, batch 64, lr 1e-2", [64, 48, 10], "relu",
          {"epochs": 3, "batch_size": 64, "lr": 1e-2, "seed": 2}),
     ]  # fmt: skip
-    cases = []
     for index, (name, sizes, act, kwargs) in enumerate(settings):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(1000 * seed + 50 + index)
@@ -320,13 +300,8 @@ def _classifier_cases(seed: int) -> list[HiddenCase]:
 
 def _score_classifier(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | None:
     expected = case.expected
-    epochs = expected["epochs"]
-    if not isinstance(value, list | tuple) or len(value) != epochs:
-        return f"expected a list of {epochs} losses (one per epoch), got {describe(value)}."
-    if not all(isinstance(v, float) and math.isfinite(v) for v in value):
-        return f"the losses should be finite Python floats (loss.item()), got {describe(value)}."
-    problem = mutation_message(extra, ["X", "y"])
-    if problem:
+    problem = rules.judge_classifier(expected, value, extra if isinstance(extra, dict) else {})
+    if problem or expected.get("probe"):
         return problem
     model = ref.MLP(expected["sizes"], expected["activation"])
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -378,8 +353,9 @@ def _cka_cases(seed: int) -> list[HiddenCase]:
 
 
 def _score_cka(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | None:
-    if isinstance(value, float):
-        value = TensorResult(torch.tensor(value, dtype=case.expected.dtype))
+    problem = rules.cka_type_problem(value)
+    if problem:
+        return problem + "."
     return mutation_message(extra, ["X", "Y"]) or tensor_mismatch(
         value,
         case.expected,
