@@ -138,7 +138,19 @@ ANSWERS = {
 
 
 def test_every_check_has_an_answer_here():
-    assert set(ANSWERS) == set(checks.__all__)
+    assert set(ANSWERS) == {name for name in checks.__all__ if name.startswith("check_")}
+
+
+def test_every_check_leaves_rng_default_dtype_and_device_alone():
+    """Every check, run with a right answer, leaves the global RNG state, the default dtype and
+    the default device as they were (the checks draw from local generators only)."""
+    state, dtype = torch.random.get_rng_state(), torch.get_default_dtype()
+    device = torch.get_default_device()
+    for name, answer in ANSWERS.items():
+        getattr(checks, name)(answer)
+        assert torch.equal(torch.random.get_rng_state(), state), name
+        assert torch.get_default_dtype() == dtype, name
+        assert torch.get_default_device() == device, name
 
 
 @pytest.mark.parametrize("name", sorted(ANSWERS))
@@ -302,12 +314,12 @@ def randomize_unit_variance(model, generator):
     [
         (checks.check_saliency, signed_saliency, "signed gradient"),
         (checks.check_saliency, saliency_of_all_outputs, "selected output"),
-        (checks.check_saliency, saliency_in_float32, "expected dtype torch.float64"),
+        (checks.check_saliency, saliency_in_float32, "should have dtype torch.float64"),
         (checks.check_gradient_x_input, abs_gradient_x_input, "keep the sign"),
         (checks.check_gradient_x_input, saliency, "values differ"),
         (checks.check_integrated_gradients, left_riemann_ig, "left Riemann"),
         (checks.check_integrated_gradients, ig_without_delta, "expected a pair"),
-        (checks.check_integrated_gradients, ig_with_wrong_delta, "delta = attributions summed"),
+        (checks.check_integrated_gradients, ig_with_wrong_delta, "delta subtracts the gain"),
         (checks.check_integrated_gradients, ig_modifying_x, "modified its input 'x'"),
         (checks.check_shapley_exact, shapley_with_uniform_weights, "efficiency fails"),
         (checks.check_shapley_permutations, permutations_summed, "average instead"),
@@ -318,7 +330,7 @@ def randomize_unit_variance(model, generator):
         (checks.check_table_gaps, table_gaps_wrong_keys, "expected a dict with keys"),
         (checks.check_cascading_randomization, randomize_in_place, "original model"),
         (checks.check_cascading_randomization, randomize_bottom_up, "counting from the output"),
-        (checks.check_cascading_randomization, randomize_with_global_rng, "seeded alike"),
+        (checks.check_cascading_randomization, randomize_with_global_rng, "global random state"),
         (checks.check_cascading_randomization, randomize_unit_variance, "standard deviation"),
         (checks.check_shapley_exact, lambda *a: 1 / 0, "raised ZeroDivisionError"),
     ],

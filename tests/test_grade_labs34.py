@@ -52,7 +52,7 @@ WRONG = {
             by_feature = marginal.gather(1, rank.unsqueeze(2).expand_as(marginal))
             return by_feature.sum(0).T.to(x.dtype)  # summed, not averaged
         """,
-        1,  # only the single-permutation case
+        2,  # only the two single-permutation cases
     ),
     "04-dynamics": (
         "ex-integrate",
