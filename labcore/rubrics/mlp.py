@@ -5,6 +5,12 @@ Seven exercises, 17 points. The hidden inputs differ from the in-notebook checks
 :mod:`labcore.mlp` (or autograd), computed in the grader's process. The two training exercises
 run the student's function once on a small budget in the kernel, which ships back the trained
 weights; the grader rebuilds the model and measures it itself.
+
+Shared with the notebook checks (:mod:`labcore.checks.mlp`), so that check and grader agree: the
+kernel-side call sources (``mlp_forward`` runs with the reference ``layer_forward`` bound under that
+name, so a mistake in exercise 1 costs points once), the ``lr = 1e-9`` probe of
+``train_classifier`` and its judge (losses of the logits, no gradient accumulated across steps, the
+global RNG untouched, Python floats), and the return-type rule of ``linear_cka`` (a 0-d tensor).
 """
 
 from __future__ import annotations
