@@ -153,6 +153,7 @@ class ExerciseGrade:
     cases: list[CaseOutcome] = field(default_factory=list)
     summary: str = "not graded"
     graded: bool = False
+    title: str = ""  #: what the student sees, e.g. "Exercise 3: one attention head, cell 14"
 
 
 @dataclass
@@ -166,7 +167,7 @@ class SubmissionGrade:
         exercises: one grade per rubric exercise, in rubric order.
         notes: what went wrong while running it (timeouts, kernel death, limits, ...).
         flags: references to labcore's reference implementation (for review, no penalty).
-        cell_errors: ``"<cell>: <error>"`` for each of the student's cells that raised.
+        cell_errors: ``"<cell> raised <error>"`` for each of the student's cells that raised.
         seconds: wall-clock time spent on it.
         finished: whether the worker got to the end (False if it was killed or crashed).
         isolation: how its kernel was isolated (``uid+namespace``, ``uid``, ``namespace`` or
@@ -245,12 +246,31 @@ def _parse_cell(source: Any) -> ast.Module | None:
         return None
 
 
-def _cell_label(cell: Any, index: int) -> str:
-    """A safe label for a cell: its id when it is a plain id, else its position."""
-    cell_id = cell.get("id") if hasattr(cell, "get") else None
-    if isinstance(cell_id, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", cell_id):
-        return cell_id
-    return f"#{index + 1}"
+_EXERCISE_HEADING = re.compile(r"^\s*#{1,6}\s*(Exercise\s+\d+\b.*?)\s*$", re.MULTILINE)
+
+
+def _cell_labels(nb: Any) -> list[str]:
+    """What a student can find: each code cell's position among all cells, with its exercise.
+
+    ``"14, Exercise 3: one attention head"`` for the 14th cell of the notebook, counted from 1
+    with the Markdown cells, under the nearest ``Exercise N...`` heading above it; just ``"14"``
+    before the first exercise. One label per code cell, in order (never the hidden cell ids).
+    """
+    labels: list[str] = []
+    title = ""
+    for position, cell in enumerate(getattr(nb, "cells", []) or [], start=1):
+        if not isinstance(cell, dict):
+            continue
+        source = cell.get("source", "")
+        if isinstance(source, list):
+            source = "".join(str(line) for line in source)
+        if cell.get("cell_type") == "markdown" and isinstance(source, str):
+            headings = _EXERCISE_HEADING.findall(source)
+            if headings:
+                title = " ".join(headings[-1].replace("`", "'").split())[:80]
+        elif _is_code(cell):
+            labels.append(f"{position}, {title}" if title else str(position))
+    return labels
 
 
 def _is_code(cell: Any) -> bool:
@@ -263,7 +283,7 @@ def _is_labcore(module: str) -> bool:
     return module == "labcore" or module.startswith("labcore.")
 
 
-def find_reference_use(nb: Any, rubric: Rubric) -> list[str]:
+def _reference_findings(nb: Any, rubric: Rubric) -> list[tuple[str, str]]:
     """Find where a notebook's code refers to labcore's implementation of a graded function.
 
     Flags, per code cell: importing a graded function's name from a labcore module (or ``*``);
@@ -278,18 +298,20 @@ def find_reference_use(nb: Any, rubric: Rubric) -> list[str]:
     not proof of cheating.
 
     Returns:
-        One line per finding: ``"cell <label>, <exercise>: <what>"``.
+        ``(cell label, finding)`` pairs, the label as :func:`_cell_labels` gives it.
     """
     graded = {e.function: e.grade_id for e in rubric.exercises}
+    named = {e.function: f"exercise `{e.function}`" for e in rubric.exercises}
     aliases: set[str] = set()
-    findings: list[str] = []
+    findings: list[tuple[str, str]] = []
     trees: list[tuple[str, Any, ast.Module]] = []
     cells = [c for c in getattr(nb, "cells", []) if _is_code(c)]
+    labels = _cell_labels(nb)
     for index, cell in enumerate(cells):
         tree = _parse_cell(cell.get("source", ""))
         if tree is None:
             continue
-        label = _cell_label(cell, index)
+        label = labels[index]
         trees.append((label, _nbgrader_id(cell), tree))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -301,13 +323,13 @@ def find_reference_use(nb: Any, rubric: Rubric) -> list[str]:
                     continue
                 for alias in node.names:
                     if alias.name == "*":
-                        findings.append(
-                            f"cell {label}, all exercises: `from {node.module} import *`"
-                        )
+                        findings.append((label, f"all exercises: `from {node.module} import *`"))
                     elif alias.name in graded:
                         findings.append(
-                            f"cell {label}, {graded[alias.name]}: imports `{alias.name}` "
-                            f"from `{node.module}`"
+                            (
+                                label,
+                                f"{named[alias.name]}: imports `{alias.name}` from `{node.module}`",
+                            )
                         )
                     else:
                         aliases.add(alias.asname or alias.name)
@@ -319,7 +341,7 @@ def find_reference_use(nb: Any, rubric: Rubric) -> list[str]:
                     while isinstance(root, ast.Attribute):
                         root = root.value
                     if isinstance(root, ast.Name) and root.id in aliases:
-                        findings.append(f"cell {label}, {graded[name]}: uses `{ast.unparse(node)}`")
+                        findings.append((label, f"{named[name]}: uses `{ast.unparse(node)}`"))
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and node.attr in graded:
                 root = node
@@ -330,24 +352,28 @@ def find_reference_use(nb: Any, rubric: Rubric) -> list[str]:
                     and root.id in aliases
                     and isinstance(node.ctx, ast.Store | ast.Del)
                 ):
-                    findings.append(
-                        f"cell {label}, {graded[node.attr]}: replaces `{ast.unparse(node)}`"
-                    )
+                    findings.append((label, f"{named[node.attr]}: replaces `{ast.unparse(node)}`"))
             elif isinstance(node, ast.Call) and _is_dynamic_lookup(node.func):
                 for arg in node.args:
                     if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
                         continue
                     if arg.value in graded:
                         findings.append(
-                            f"cell {label}, {graded[arg.value]}: the string {arg.value!r} "
-                            "(getattr or a dynamic lookup?)"
+                            (label, f"{named[arg.value]}: the string {arg.value!r} (getattr?)")
                         )
                     elif arg.value in rubric.reference_modules or _is_labcore(arg.value):
                         findings.append(
-                            f"cell {label}, all exercises: the string {arg.value!r} "
-                            "(dynamic import?)"
+                            (label, f"all exercises: the string {arg.value!r} (dynamic import?)")
                         )
     return list(dict.fromkeys(findings))
+
+
+def find_reference_use(nb: Any, rubric: Rubric) -> list[str]:
+    """Where a notebook refers to labcore's reference implementation of a graded function.
+
+    See :func:`_reference_findings`; one line per finding: ``"cell <label>, <exercise>: <what>"``.
+    """
+    return [f"cell {label}, {what}" for label, what in _reference_findings(nb, rubric)]
 
 
 def _answer_scopes(tree: ast.Module, graded: dict[str, str], grade_id: Any):
@@ -383,11 +409,12 @@ def _lab_notebook(lab: str) -> Path | None:
 
 
 def _baseline_findings(lab: str, rubric: Rubric) -> list[str]:
-    """What the detector finds in the untouched lab (legitimate uses, subtracted later)."""
+    """What the detector finds in the untouched lab (legitimate uses, subtracted later), without
+    the cells' positions, which a student's added cells would shift."""
     path = _lab_notebook(lab)
     if path is None:
         return []
-    return find_reference_use(nbformat.read(path, as_version=4), rubric)
+    return [what for _, what in _reference_findings(nbformat.read(path, as_version=4), rubric)]
 
 
 # --------------------------------------------------------------------------- kernel side
@@ -899,6 +926,12 @@ def _exercise_cells(cells: Sequence[Any], rubric: Rubric) -> dict[str, int]:
     return where
 
 
+def _exercise_title(label: str) -> str:
+    """``"Exercise 3: one attention head, cell 14"`` from a cell label of :func:`_cell_labels`."""
+    position, _, title = label.partition(", ")
+    return f"{title}, cell {position}" if title else f"cell {position}"
+
+
 class _Stop(Exception):
     """Grading of a submission cannot go on (the reason is the message)."""
 
@@ -959,13 +992,19 @@ class _Worker:
     def _run_notebook(self, nb: Any) -> None:
         """Flag reference use, then run the cells in a kernel, testing each exercise after its cell."""
         baseline = set(self.spec.get("baseline", []))
-        self.grade.flags = [f for f in find_reference_use(nb, self.rubric) if f not in baseline]
+        self.grade.flags = [
+            f"cell {label}, {what}"
+            for label, what in _reference_findings(nb, self.rubric)
+            if what not in baseline
+        ]
         self.save()
         cells = [c for c in nb.cells if _is_code(c)]
+        labels = _cell_labels(nb)
         where = _exercise_cells(cells, self.rubric)
         after: dict[int, list[str]] = {}
         for grade_id, index in where.items():
             after.setdefault(index, []).append(grade_id)
+            self.grade.exercise(grade_id).title = _exercise_title(labels[index])
         self._prepare_box()
         try:
             self._start_kernel()
@@ -973,7 +1012,7 @@ class _Worker:
                 source = cell.get("source", "")
                 if isinstance(source, list):
                     source = "".join(str(line) for line in source)
-                self._run_student_cell(source, _cell_label(cell, index))
+                self._run_student_cell(source, labels[index])
                 for grade_id in after.get(index, []):
                     self._grade_exercise(grade_id)
             for exercise in self.rubric.exercises:
@@ -1136,7 +1175,9 @@ class _Worker:
         if errors and outcome == "error":
             self._execute(_FORGET_TRACEBACK, PROBE_TIMEOUT_S, store_history=False)
         for ename, evalue in errors:
-            self.grade.cell_errors.append(f"{label}: {ename}" + (f": {evalue}" if evalue else ""))
+            self.grade.cell_errors.append(
+                f"{label} raised {ename}" + (f": {evalue}" if evalue else "")
+            )
             if ename in MEMORY_ERRORS or any(t in evalue.lower() for t in MEMORY_TEXT):
                 self.note(f"memory limit ({self.spec['memory_mb']} MB) reached in cell {label}")
             if ename == "SystemExit":
@@ -1199,6 +1240,11 @@ class _Worker:
             grade.summary = f"{passed} of {len(outcomes)} hidden cases passed"
         self.save()
 
+    def _name(self, exercise: Exercise) -> str:
+        """How messages name an exercise: its title and cell, else its function."""
+        title = self.grade.exercise(exercise.grade_id).title
+        return f"{title} (`{exercise.function}`)" if title else f"`{exercise.function}`"
+
     def _run_case(self, exercise: Exercise, case: HiddenCase) -> CaseOutcome:
         """Send one hidden input to the kernel, call the function there, load and score the result."""
         remaining = self.remaining()
@@ -1224,10 +1270,10 @@ class _Worker:
             for path in (in_path, out_path):
                 path.unlink(missing_ok=True)
         if outcome == "dead":
-            raise _Stop(f"{self._death()} during a hidden test of {exercise.grade_id}")
+            raise _Stop(f"{self._death()} during a hidden test of {self._name(exercise)}")
         if outcome == "stuck":
             raise _Stop(
-                f"a hidden test of {exercise.grade_id} timed out and the kernel did not respond "
+                f"a hidden test of {self._name(exercise)} timed out and the kernel did not respond "
                 "to an interrupt"
             )
         if outcome == "timeout":
@@ -1257,7 +1303,7 @@ class _Worker:
             )
         module = str(record.get("module") or "")
         if _is_labcore(module):
-            flag = f"at run time, {exercise.grade_id}: `{name}` is labcore's own (`{module}`)"
+            flag = f"at run time, {self._name(exercise)}: `{name}` is labcore's own (`{module}`)"
             if flag not in self.grade.flags:
                 self.grade.flags.append(flag)
         status = record.get("status")
@@ -1287,11 +1333,14 @@ class _Worker:
                 exercise.summary = f"not graded: {self.stopped}"
         if self.grade.cell_errors:
             shown = ", ".join(
-                "{} ({})".format(*(e.split(": ") + [""])[:2]) for e in self.grade.cell_errors[:3]
+                "cell {} ({})".format(label, rest.split(":")[0])
+                for label, _, rest in (e.partition(" raised ") for e in self.grade.cell_errors[:3])
             )
             more = ", ..." if len(self.grade.cell_errors) > 3 else ""
             self.note(f"{len(self.grade.cell_errors)} cell(s) raised errors: {shown}{more}")
-        missing = [e.grade_id for e in self.grade.exercises if e.summary == "not implemented"]
+        missing = [
+            f"`{e.function}`" for e in self.grade.exercises if e.summary == "not implemented"
+        ]
         if missing:
             self.note(f"not implemented: {', '.join(missing)}")
         if self.client is not None and self.client.output_bytes > OUTPUT_NOTE_BYTES:
@@ -1956,13 +2005,14 @@ def feedback_markdown(grade: SubmissionGrade) -> str:
     ]
     for e in grade.exercises:
         lines.append(
-            f"| {e.grade_id} | `{e.function}` | {_points(e.points)} / {_points(e.max_points)} "
-            f"| {_md(e.summary)} |"
+            f"| {_md(e.title or e.function)} | `{e.function}` | {_points(e.points)} / "
+            f"{_points(e.max_points)} | {_md(e.summary)} |"
         )
     for e in grade.exercises:
         lines += [
             "",
-            f"## {e.grade_id}: `{e.function}` ({_points(e.points)} / {_points(e.max_points)})",
+            f"## {_md(e.title or e.function)}: `{e.function}` ({_points(e.points)} / "
+            f"{_points(e.max_points)})",
             "",
         ]
         if not e.cases:

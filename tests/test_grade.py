@@ -33,10 +33,12 @@ from labcore.grade import (
     MAX_TENSOR_ELEMENTS,
     CaseOutcome,
     SubmissionGrade,
-    _cell_label,
+    _cell_labels,
     _exercise_cells,
+    _exercise_title,
     _kill_sandbox_processes,
     _read_record,
+    _reference_findings,
     _resolve_isolation,
     _Worker,
     find_reference_use,
@@ -390,8 +392,9 @@ def test_feedback_files_are_well_formed_and_never_show_solution_code(batch):
         text = (batch["feedback"] / f"{name}.md").read_text(encoding="utf-8")
         assert text.startswith("# Feedback on lab")
         assert f"**Score: {row['total']} / {row['max_total']}**" in text
-        for grade_id in POINTS:
-            assert f"## {grade_id}:" in text
+        # exercises are named as the student sees them (title and cell), never by hidden cell ids
+        assert text.count("\n## Exercise ") == len(POINTS), text
+        assert not [grade_id for grade_id in POINTS if grade_id in text]
         assert not [line for line in solution_lines if line in text]
 
 
@@ -404,7 +407,8 @@ def test_solution_gets_full_marks(batch):
 def test_untouched_lab_gets_zero_and_says_not_implemented(batch):
     row = batch["rows"]["stubs"]
     assert float(row["total"]) == 0
-    assert "not implemented: " + ", ".join(POINTS) in row["status"]
+    functions = ", ".join(f"`{e.function}`" for e in RUBRIC.exercises)  # never the hidden ids
+    assert "not implemented: " + functions in row["status"]
     assert "kernel" not in row["status"]
 
 
@@ -672,10 +676,10 @@ def test_detector_flags_references_to_the_reference_implementation():
     )
     text = "\n".join(hits)
     for expected in (
-        "ex-mixture-nll: uses `f.mixture_nll`",
-        "ex-gaussian-mle: uses `c.function_approximation.ref.gaussian_mle`",
+        "cell 2, exercise `mixture_nll`: uses `f.mixture_nll`",
+        "cell 3, exercise `gaussian_mle`: uses `c.function_approximation.ref.gaussian_mle`",
         "import *",
-        "ex-polynomial-features: the string 'polynomial_features'",
+        "cell 5, exercise `polynomial_features`: the string 'polynomial_features'",
         "the string 'labcore.function_approximation'",
     ):
         assert expected in text
@@ -697,7 +701,7 @@ def test_malformed_cells_do_not_crash_the_grader():
     )  # fmt: skip
     cells = [c for c in nb.cells if isinstance(c, dict) and c.get("cell_type") == "code"]
     assert _exercise_cells(cells, RUBRIC) == {"ex-gaussian-mle": 2}
-    assert _cell_label(cells[0], 0) == "#1"  # an id that could smuggle a formula is not shown
+    assert _cell_labels(nb) == ["1", "2", "3"]  # positions: an id could smuggle a formula
     assert find_reference_use(nb, RUBRIC) == []  # `fa` was never imported from labcore here
 
 
@@ -767,3 +771,31 @@ def test_unreadable_submission_is_a_status(tmp_path):
     grade = SubmissionGrade.from_json(state.read_text(encoding="utf-8"))
     assert grade.total == 0 and grade.status.startswith("unreadable notebook")
     assert json.loads(state.read_text(encoding="utf-8"))["finished"]
+
+
+def test_cells_are_named_by_position_and_exercise_title():
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("import torch"),
+            nbformat.v4.new_markdown_cell("Some prose.\n\n## Exercise 2: a `softmax`, stably"),
+            nbformat.v4.new_code_cell("def softmax(z):\n    ..."),
+            nbformat.v4.new_markdown_cell("### Check"),
+            nbformat.v4.new_code_cell("check(softmax)"),
+        ]
+    )
+    assert _cell_labels(nb) == [
+        "1",
+        "3, Exercise 2: a 'softmax', stably",
+        "5, Exercise 2: a 'softmax', stably",
+    ]
+    assert _exercise_title(_cell_labels(nb)[1]) == "Exercise 2: a 'softmax', stably, cell 3"
+    assert _exercise_title("1") == "cell 1"
+    # the detector's findings without their cells: a student's added cell shifts positions only
+    rubric = load_rubric("02-attention")
+    lab = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("from labcore.checks import attention as checks")]
+    )
+    moved = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"), *lab.cells])
+    assert find_reference_use(lab, rubric)[0].startswith("cell 1, exercise `attention`")
+    assert find_reference_use(moved, rubric)[0].startswith("cell 2, exercise `attention`")
+    assert _reference_findings(lab, rubric)[0][1] == _reference_findings(moved, rubric)[0][1]
