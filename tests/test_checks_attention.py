@@ -9,8 +9,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import labcore
 from labcore.checks import CheckFailed
 from labcore.checks import attention as checks
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread (a loaded two-core machine's thread pool costs 20 ms a matmul)."""
+    with labcore.one_thread():
+        yield
 
 
 # ---------------------------------------------------------------- correct solutions, from scratch
@@ -209,15 +217,15 @@ def _ablate_hook_returns_copy_unused(model, tokens, layer, head):
 @pytest.mark.parametrize(
     "check, wrong, message",
     [
-        (checks.check_attention, _unscaled, r"divide the scores by sqrt\(d_k\)"),
+        (checks.check_attention, _unscaled, r"scaled by 1/sqrt\(d_k\)"),
         (
             checks.check_attention,
             lambda q, k, v, mask=None: attention(q / math.sqrt(q.shape[-1]), k, v, mask),
-            "not by d_k",
+            "not d_k itself",
         ),
         (checks.check_attention, _softmax_over_queries, "normalises over the keys"),
         (checks.check_attention, _mask_inverted, r"True where attention is \*allowed\*"),
-        (checks.check_attention, _mask_ignored, "apply the mask"),
+        (checks.check_attention, _mask_ignored, "before the softmax"),
         (checks.check_attention, _nan_in_dead_rows, "keys are all masked .* zero weights"),
         (checks.check_attention, _fused, "written from its formula"),
         (
@@ -228,7 +236,7 @@ def _ablate_hook_returns_copy_unused(model, tokens, layer, head):
         (
             checks.check_attention,
             lambda q, k, v, mask=None: attention(q.double(), k.double(), v.double(), mask),
-            "expected dtype torch.float32",
+            "should have dtype torch.float32",
         ),
         (
             checks.check_causal_mask,
@@ -238,29 +246,29 @@ def _ablate_hook_returns_copy_unused(model, tokens, layer, head):
         (
             checks.check_causal_mask,
             lambda T, device=None: torch.ones(T, T, dtype=torch.bool, device=device).tril(-1),
-            "keep the diagonal",
+            "the diagonal is allowed",
         ),
         (
             checks.check_causal_mask,
             lambda T, device=None: torch.ones(T, T, device=device).tril(),
             "bool tensor",
         ),
-        (checks.check_split_merge_heads, (_split_wrong, merge_heads), "reshape the last axis only"),
+        (checks.check_split_merge_heads, (_split_wrong, merge_heads), "mixes positions into heads"),
         (checks.check_split_merge_heads, (_split_no_check, merge_heads), "expected a ValueError"),
         (
             checks.check_split_merge_heads,
             (split_heads, lambda z: z.transpose(-1, -2).flatten(-2)),
-            "concatenate the heads",
+            "side by side",
         ),
         (
             checks.check_self_attention,
             lambda x, attn: self_attention(x, attn, causal=False),
-            "apply the causal mask",
+            "is causal",
         ),
         (
             checks.check_self_attention,
             lambda x, attn: self_attention(x, attn, scale_by=attn.d_model),
-            r"sqrt\(d_head\)",
+            "not of d_model",
         ),
         (checks.check_self_attention, lambda x, attn: attn(x), "from the weights"),
         (checks.check_block_forward, _block_exact_gelu, "tanh approximation"),
@@ -278,10 +286,10 @@ def _ablate_hook_returns_copy_unused(model, tokens, layer, head):
             lambda p, qp, kp: p[torch.arange(len(qp)), :, kp, qp],
             "values differ",
         ),
-        (checks.check_ablate_head, _ablate_all_heads, "zero one head only"),
+        (checks.check_ablate_head, _ablate_all_heads, "only one head is ablated"),
         (checks.check_ablate_head, _ablate_leaves_hook, "a hook is still attached"),
-        (checks.check_ablate_head, _ablate_layer_0, "must use the layer argument"),
-        (checks.check_ablate_head, _ablate_hook_returns_copy_unused, "returned the clean logits"),
+        (checks.check_ablate_head, _ablate_layer_0, "another layer"),
+        (checks.check_ablate_head, _ablate_hook_returns_copy_unused, "unablated logits"),
         (checks.check_attention, lambda q, k, v, mask=None: 1 / 0, "raised ZeroDivisionError"),
     ],
 )
@@ -295,7 +303,7 @@ def test_a_failure_shows_the_input_expected_and_got():
     with pytest.raises(CheckFailed) as info:
         checks.check_attention(_unscaled)
     text = str(info.value)
-    assert "[batch 2, 3 heads, T = S = 5, d_k = 8, no mask: weights]" in text
+    assert "[batch 2, 2 heads, T = S = 4, d_k = 6, no mask] weights" in text
     assert "expected:" in text and "got:" in text and "hint:" in text
 
 
@@ -333,3 +341,70 @@ def test_an_unfinished_exercise_raises_not_implemented_error(check, n_args):
 
     with pytest.raises(NotImplementedError):
         check(*([stub] * n_args))
+
+
+# ---------------------------------------------------------------- shared rules (issue #13)
+def _run_every_check() -> None:
+    checks.check_attention(attention)
+    checks.check_causal_mask(causal_mask)
+    checks.check_split_merge_heads(split_heads, merge_heads)
+    checks.check_self_attention(self_attention)
+    checks.check_block_forward(block_forward)
+    checks.check_attention_to(attention_to)
+    checks.check_ablate_head(ablate_head)
+
+
+def test_every_check_leaves_the_global_rng_and_default_dtype_alone():
+    torch.manual_seed(1234)
+    torch.rand(3)  # a state that no reseed to a round number gives back
+    state, dtype = torch.random.get_rng_state(), torch.get_default_dtype()
+    _run_every_check()
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert torch.get_default_dtype() == dtype
+
+
+def test_a_reseeding_answer_is_caught_whatever_the_state():
+    def reseeds(q, k, v, mask=None):
+        torch.manual_seed(0)
+        return attention(q, k, v, mask)
+
+    for seed in (0, 1):
+        torch.manual_seed(seed)  # seed 0: the reseed leaves the state as it was, still caught
+        state = torch.random.get_rng_state()
+        with pytest.raises(CheckFailed, match="global random state"):
+            checks.check_attention(reseeds)
+        assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_a_mask_ignoring_device_is_caught_on_a_cpu_machine():
+    with pytest.raises(CheckFailed, match="meta"):
+        checks.check_causal_mask(lambda T, device=None: torch.ones(T, T, dtype=torch.bool).tril())
+
+
+def test_each_exercise_is_graded_with_labcore_references_for_the_earlier_ones():
+    """A wrong attention fails exercise 1 only: self_attention and block_forward run with
+    labcore's attention (and self_attention) bound under those names, restored afterwards."""
+    space = globals()
+    saved = space["attention"], space["self_attention"]
+    try:
+        space["attention"] = lambda q, k, v, mask=None: saved[0](q * 2.0, k, v, mask)
+        with pytest.raises(CheckFailed):
+            checks.check_attention(space["attention"])
+        wrong = space["attention"]
+        checks.check_self_attention(self_attention)  # calls `attention`: labcore's during the call
+        assert space["attention"] is wrong  # the student's name is restored
+        space["self_attention"] = lambda x, attn: x
+        checks.check_block_forward(block_forward)
+        assert space["self_attention"] is not saved[1]
+    finally:
+        space["attention"], space["self_attention"] = saved
+
+
+def test_check_and_rubric_share_one_rule_per_exercise():
+    from labcore.rubrics import load_rubric
+
+    rubric = load_rubric("02-attention")
+    for exercise in rubric.exercises:
+        source, _ = checks.EXERCISES[exercise.function]
+        assert exercise.call_source == source
+        assert {name for name, _ in checks.CASES[exercise.function](torch.Generator(), None)}
