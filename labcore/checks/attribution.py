@@ -667,11 +667,11 @@ def _rule_relu_moments(spec: dict[str, Any], got: Any, extra: dict[str, Any]) ->
             )
         return problem
     out = got[1]
-    problem = _tensor_rule(
-        out, torch.zeros_like(expected_var), mean, what="var_out", atol=math.inf, rtol=0.0
-    )
-    if problem:
-        return problem
+    if not isinstance(out, Tensor) or out.shape != mean.shape:
+        # type and shape only (the values follow): an impossible reference never matches
+        return _tensor_rule(out, torch.full(mean.shape, math.nan, dtype=F64), mean, what="var_out")
+    if out.dtype != mean.dtype or out.device != mean.device:
+        return _tensor_rule(out, expected_var, mean, what="var_out")
     values = out.detach().cpu().to(F64)
     bad = ~torch.isfinite(values) | (values < 0)
     if bad.any():
@@ -987,7 +987,9 @@ def _model_spec_case(
 
 
 def _on_device(device: torch.device | None) -> torch.device | None:
-    return device if device is not None and device.type != "cpu" else None
+    """The notebook checks always add a case on the device in use (the CPU too, so that the
+    number of cases they print is the same on every machine); the rubric passes ``None``."""
+    return device
 
 
 def gradient_cases(
