@@ -439,6 +439,46 @@ def test_checks_leave_the_global_random_state_alone():
     assert torch.equal(torch.rand(3), expected)
 
 
+def test_every_check_leaves_rng_state_and_default_dtype_alone(monkeypatch):
+    """No check reseeds or draws from the global generator, or changes the default dtype."""
+    state, dtype = torch.random.get_rng_state(), torch.get_default_dtype()
+
+    def no_reseed(*args, **kwargs):
+        raise AssertionError("a check called torch.manual_seed")
+
+    monkeypatch.setattr(torch, "manual_seed", no_reseed)
+    checks.check_mlp_io(mlp_io)
+    checks.check_transcoder_forward(transcoder_forward)
+    checks.check_transcoder_loss(transcoder_loss, normalize_decoder_rows)
+    checks.check_metrics(fvu, l0)
+    checks.check_penalty(penalty)
+    checks.check_splice(spliced_logits, loss_recovered)
+    checks.check_animacy_correlation(animacy_correlation)
+    checks.check_ablate_features(ablate_features)
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert torch.get_default_dtype() == dtype
+
+
+def test_the_loss_is_judged_with_the_reference_forward_in_place():
+    """A wrong transcoder_forward (exercise 2) does not fail the loss check (exercise 3), and the
+    student's function is back in its namespace afterwards."""
+    namespace = {"torch": torch}
+    exec(
+        "def transcoder_forward(x, W_enc, b_enc, W_dec, b_dec):\n"
+        "    f = torch.relu(x @ W_enc)\n"  # b_enc forgotten
+        "    return f @ W_dec + b_dec, f\n"
+        "def transcoder_loss(x, y, W_enc, b_enc, W_dec, b_dec, l1_coeff):\n"
+        "    y_hat, f = transcoder_forward(x, W_enc, b_enc, W_dec, b_dec)\n"
+        "    return ((y - y_hat).pow(2).sum(-1) + l1_coeff * f.abs().sum(-1)).mean()\n",
+        namespace,
+    )
+    wrong_forward = namespace["transcoder_forward"]
+    checks.check_transcoder_loss(namespace["transcoder_loss"], normalize_decoder_rows)
+    assert namespace["transcoder_forward"] is wrong_forward
+    with pytest.raises(CheckFailed, match="encoder bias"):
+        checks.check_transcoder_forward(wrong_forward)
+
+
 @pytest.mark.parametrize(
     "check, n_args",
     [

@@ -27,7 +27,7 @@ from torch import nn
 import labcore
 from labcore import transcoder as ref
 from labcore.checks import CheckFailed, assert_unchanged, compare, passed, run_case, snapshot
-from labcore.checks import diagnose as _diagnose
+from labcore.checks import diagnose as _diagnose_all
 from labcore.checks import forbid as _forbid
 from labcore.transformer import GPT, GPTConfig
 
@@ -70,11 +70,48 @@ def _without(*names: str, what: str) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def reference_in_place(fn: Callable, name: str, reference: Callable) -> Iterator[None]:
+    """Bind ``reference`` under ``name`` in ``fn``'s namespace (the notebook's globals) while the
+    block runs, then restore what was there: an exercise that calls the student's earlier exercise
+    ``name`` is judged on its own, so that one mistake costs points once."""
+    namespace = getattr(fn, "__globals__", None)
+    if not isinstance(namespace, dict):
+        yield
+        return
+    missing = object()
+    old = namespace.get(name, missing)
+    namespace[name] = reference
+    try:
+        yield
+    finally:
+        if old is missing:
+            namespace.pop(name, None)
+        else:
+            namespace[name] = old
+
+
+def _diagnose(got: object, expected: Tensor, mistakes: dict, default: str) -> str:
+    """:func:`labcore.checks.diagnose`, skipped (``default``) when ``got`` already matches
+    ``expected`` within the checks' tolerance: the typical mistakes (whole forward passes for the
+    model exercises) are computed only for an answer that is about to fail."""
+    if (
+        isinstance(got, Tensor)
+        and got.shape == expected.shape
+        and got.dtype == expected.dtype
+        and got.device == expected.device
+    ):
+        with torch.no_grad():
+            if torch.allclose(got.detach(), expected.detach(), **_tolerance(expected.dtype)):
+                return default
+    return _diagnose_all(got, expected, mistakes, default)
+
+
 def _pair(case: str, got: object, names: str) -> tuple[object, object]:
     if not (isinstance(got, tuple | list) and len(got) == 2):
         raise CheckFailed(
             f"[{case}] expected a pair {names}, got {type(got).__name__}"
-            f"\n  hint: return {names.strip('()')}"
+            f"\n  hint: the result is the pair {names}, in this order"
         )
     return got[0], got[1]
 
@@ -93,8 +130,7 @@ def _random_gpt(
     """A small GPT with every parameter random (LayerNorm gains near 1), in eval mode, on the CPU."""
     config = config or {"vocab_size": vocab, "n_ctx": n_ctx, "d_model": d_model,
                         "n_layer": n_layer, "n_head": n_head, "d_mlp": d_mlp}  # fmt: skip
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # the constructor's draw, overwritten below
         model = GPT(GPTConfig(**config))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -249,9 +285,8 @@ def _mlp_io_mistakes(model: GPT, tokens: Tensor, layer: int, which: int):
         return {
             "the MLP reads the *normalised* residual stream: blocks.{layer}.ln2.hook_normalized, "
             "not hook_resid_mid": lambda: cached(f"blocks.{layer}.hook_resid_mid"),
-            "inputs come first: return (inputs, targets) = (ln2.hook_normalized, hook_mlp_out)": lambda: (
-                cached(f"blocks.{layer}.hook_mlp_out")
-            ),
+            "inputs come first: the pair is (inputs, targets) = (ln2.hook_normalized, "
+            "hook_mlp_out)": lambda: cached(f"blocks.{layer}.hook_mlp_out"),
             "use the layer argument in the hook names: f'blocks.{layer}.ln2.hook_normalized'": lambda: (
                 cached(f"blocks.{1 - layer}.ln2.hook_normalized")
             ),
@@ -262,9 +297,8 @@ def _mlp_io_mistakes(model: GPT, tokens: Tensor, layer: int, which: int):
     return {
         "the MLP's output is blocks.{layer}.hook_mlp_out; hook_resid_post adds it to the "
         "residual stream": lambda: cached(f"blocks.{layer}.hook_resid_post"),
-        "targets come second: return (inputs, targets) = (ln2.hook_normalized, hook_mlp_out)": lambda: (
-            cached(f"blocks.{layer}.ln2.hook_normalized")
-        ),
+        "targets come second: the pair is (inputs, targets) = (ln2.hook_normalized, "
+        "hook_mlp_out)": lambda: cached(f"blocks.{layer}.ln2.hook_normalized"),
         "use the layer argument in the hook names: f'blocks.{layer}.hook_mlp_out'": lambda: cached(
             f"blocks.{1 - layer}.hook_mlp_out"
         ),
@@ -343,7 +377,7 @@ def _forward_mistakes(x, W_enc, b_enc, W_dec, b_dec, y_ref, f_ref):
     f_mistakes = {
         "the features go through a ReLU: f = relu(x @ W_enc + b_enc)": lambda: pre,
         "add the encoder bias b_enc before the ReLU": lambda: F.relu(x @ W_enc),
-        "return (y_hat, f) in this order": lambda: y_ref,
+        "the pair is (y_hat, f), in this order": lambda: y_ref,
     }
     y_mistakes = {
         "add the decoder bias: y_hat = f @ W_dec + b_dec": lambda: f_ref @ W_dec,
@@ -448,7 +482,11 @@ def check_transcoder_loss(transcoder_loss: Callable, normalize_decoder_rows: Cal
                                                                  tc.b_dec)]  # fmt: skip
         expected = _transcoder_loss(x, y, *params, coeff)
         grads_ref = torch.autograd.grad(expected, params)
-        got = run_case(case, transcoder_loss, x, y, *params, coeff)
+        before = (snapshot(x), snapshot(y))
+        with reference_in_place(transcoder_loss, "transcoder_forward", _transcoder_forward):
+            got = run_case(case, transcoder_loss, x, y, *params, coeff)
+        assert_unchanged(case, before[0], x, "x")
+        assert_unchanged(case, before[1], y, "y")
         with torch.no_grad():
             mistakes = _loss_mistakes(x, y, [p.detach() for p in params], coeff)
         hint = _diagnose(
@@ -761,8 +799,18 @@ def check_splice(spliced_logits: Callable, loss_recovered: Callable) -> None:
             before = snapshot(t)
             clean = m(t)
             expected = _spliced_logits(m, t_c, layer, t)
-            with _without("splice_hooks", "spliced_loss", what="the splicing hooks"):
-                got = run_case(case, spliced_logits, m, t_c, layer, t)
+            try:
+                with _without("splice_hooks", "spliced_loss", what="the splicing hooks"):
+                    got = run_case(case, spliced_logits, m, t_c, layer, t)
+            except CheckFailed as err:
+                if "must return a tensor or None, got tuple" not in str(err):
+                    raise
+                raise CheckFailed(
+                    f"[{case}] your hook on blocks.{layer}.hook_mlp_out gave back a tuple, not a "
+                    "tensor\n  hint: a transcoder module gives the pair (y_hat, f); what the hook "
+                    "on hook_mlp_out gives back replaces the MLP's output (batch, pos, d_model), so "
+                    "it must be y_hat alone"
+                ) from err
             assert_unchanged(case, before, t, "tokens")
             _check_no_hook_left(case, m, t, clean)
             if isinstance(got, Tensor):
@@ -773,7 +821,7 @@ def check_splice(spliced_logits: Callable, loss_recovered: Callable) -> None:
                 _splice_mistakes(m, t_c, layer, t, clean),
                 "a hook on f'blocks.{layer}.ln2.hook_normalized' stores x; a hook on "
                 "f'blocks.{layer}.hook_mlp_out' returns transcoder(x)[0]; run both with "
-                "model.run_with_hooks and return the logits (batch, pos, d_vocab)",
+                "model.run_with_hooks; the result is the logits (batch, pos, d_vocab)",
             )
             if isinstance(t_c, _ExactMLP):
                 compare(case, got, clean, atol=1e-5, rtol=1e-4, hint=hint)
@@ -820,6 +868,7 @@ def _correlation_mistakes(features, animate, expected):
     ac = a - a.mean()
     cov = (fc * ac[:, None]).sum(0)
     std_f = fc.pow(2).sum(0).sqrt()
+    raw = features.pow(2).sum(0).sqrt() * a.pow(2).sum().sqrt()  # uncentred norms
     n = features.shape[0]
     return {
         "correlate with animate (True = the answer is an animal); your signs are flipped":
@@ -831,8 +880,7 @@ def _correlation_mistakes(features, animate, expected):
         "use the same normalisation (1/n or 1/(n-1)) for the covariance and the standard "
         "deviations, so that they cancel": lambda: expected * n / (n - 1),
         "centre both variables (subtract their means over the prompts)": lambda: torch.where(
-            std_f > 0, (features * a[:, None]).sum(0)
-            / (features.pow(2).sum(0).sqrt() * a.pow(2).sum().sqrt()), 0.0),
+            raw > 0, (features * a[:, None]).sum(0) / raw.clamp_min(1e-30), 0.0),
     }  # fmt: skip
 
 
@@ -871,8 +919,8 @@ def check_animacy_correlation(animacy_correlation: Callable) -> None:
             raise CheckFailed(
                 f"[{case}] your result has nan at features "
                 f"{torch.isnan(got).nonzero().flatten().tolist()[:8]}\n  hint: a feature that is "
-                "constant over the prompts (one that never fires) has zero variance; return 0 "
-                "for it, e.g. with torch.where(std > 0, corr, 0)"
+                "constant over the prompts (one that never fires) has zero variance: its "
+                "correlation is 0 here, not nan (e.g. torch.where(std > 0, corr, 0))"
             )
         n = features.shape[0]
         hint = _diagnose(
@@ -972,6 +1020,9 @@ def _ablate_mistakes(model, tc, layer, tokens, positions, features, clean):
             at_all_positions,
         "your function returned the clean logits: is the edit applied (returned by the "
         "hook or the edit function)?": lambda: clean,
+        "zero the features at positions[b] of prompt b, not at the last position of every "
+        "prompt (the prompts have different lengths)": lambda: _ablate_features(
+            model, tc, layer, tokens, torch.full_like(positions, tokens.shape[1] - 1), features),
         "f[:, positions] pairs every prompt with every position: index with "
         "f[torch.arange(batch), positions]": lambda: _ablate_features_cross(
             model, tc, layer, tokens, positions, features),

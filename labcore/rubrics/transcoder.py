@@ -228,13 +228,19 @@ def call(fn, spec):
         before = w.clone()
         value = normalize(w)
         return value, {"mutated": [] if torch.equal(w, before) else [0]}
+    from labcore.checks.transcoder import _transcoder_forward, reference_in_place
+
     x, y = spec["x"], spec["y"]
+    before = (x.clone(), y.clone())
     params = [p.detach().clone().requires_grad_(True) for p in spec["params"]]
-    value = fn(x, y, *params, spec["l1_coeff"])
+    # graded on its own: labcore's transcoder_forward in place of the student's during the call
+    with reference_in_place(fn, "transcoder_forward", _transcoder_forward):
+        value = fn(x, y, *params, spec["l1_coeff"])
     grads = None
     if isinstance(value, torch.Tensor) and value.requires_grad and value.numel() == 1:
         grads = list(torch.autograd.grad(value.sum(), params, allow_unused=True))
-    return value, {"grads": grads, "mutated": []}
+    mutated = [i for i, (a, b) in enumerate(zip((x, y), before)) if not torch.equal(a, b)]
+    return value, {"grads": grads, "mutated": mutated}
 """
 
 
@@ -269,11 +275,15 @@ def _loss_cases(seed: int) -> list[HiddenCase]:
 
 
 def _score_loss(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | None:
+    if "loss" in case.expected:
+        problem = mutation_message(extra, ["x", "y"])
+        if problem:
+            return problem
     if "rows" in case.expected:
         expected = case.expected["rows"]
         return mutation_message(extra, ["W_dec"]) or tensor_mismatch(
             value, expected, **_tolerance(expected.dtype), what="the normalised W_dec",
-            hint="divide each row (one per feature) by its Euclidean norm; return a new tensor",
+            hint="divide each row (one per feature) by its Euclidean norm, in a new tensor",
         )  # fmt: skip
     expected = case.expected["loss"]
     tol = _tolerance(expected.dtype)
@@ -528,9 +538,7 @@ def _score_splice(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | 
         if isinstance(value, TensorResult) and value.tensor.numel() == 1:
             value = value.tensor.item()
         if isinstance(value, bool) or not isinstance(value, int | float):
-            return (
-                f"loss_recovered should return a number (or a 0-d tensor), got {describe(value)}."
-            )
+            return f"loss_recovered should give a number (or a 0-d tensor), got {describe(value)}."
         if not math.isclose(value, case.expected, rel_tol=1e-5, abs_tol=1e-6):
             return (
                 f"loss_recovered should be {case.expected:.6g}, got {value:.6g}. Hint: "
@@ -545,8 +553,8 @@ def _score_splice(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | 
         return problem
     return tensor_mismatch(
         value, case.expected, atol=1e-5, rtol=1e-4, what="the logits",
-        hint="store x from f'blocks.{layer}.ln2.hook_normalized' and return transcoder(x)[0] from "
-        "a hook on f'blocks.{layer}.hook_mlp_out', with model.run_with_hooks",
+        hint="store x from f'blocks.{layer}.ln2.hook_normalized' and put transcoder(x)[0] in "
+        "place of f'blocks.{layer}.hook_mlp_out', with model.run_with_hooks",
     )  # fmt: skip
 
 
@@ -585,7 +593,7 @@ def _score_correlation(case: HiddenCase, value: Any, extra: dict[str, Any]) -> s
         if torch.isnan(value.tensor).any():
             return (
                 "your correlations contain nan. Hint: a feature that is constant over the prompts "
-                "(e.g. never fires) has zero variance; return 0 for it."
+                "(e.g. never fires) has zero variance: its correlation is 0 here, not nan."
             )
     expected = case.expected
     tol = {"atol": 1e-9, "rtol": 1e-7} if expected.dtype == F64 else {"atol": 1e-5, "rtol": 1e-4}
