@@ -163,7 +163,9 @@ def test_checks_accept_right_answers_with_little_work(check, answer, capsys):
 
 
 def test_exercise_list_matches_the_module():
-    assert {c.__name__ for c, _ in CHECKS_AND_ANSWERS} == set(checks.__all__)
+    assert {c.__name__ for c, _ in CHECKS_AND_ANSWERS} == {
+        name for name in checks.__all__ if name.startswith("check_")
+    }
 
 
 # ------------------------------------------------------------------ typical mistakes
@@ -387,3 +389,43 @@ def test_an_unfinished_exercise_raises_not_implemented_error(check, _):
 
     with pytest.raises(NotImplementedError):
         check(stub)
+
+
+def test_checks_leave_rng_and_default_dtype_alone():
+    """Every check, run with a right answer, leaves the global RNG and the default dtype as they
+    were (the checks draw from local generators only)."""
+    state, dtype = torch.random.get_rng_state(), torch.get_default_dtype()
+    for check, answer in CHECKS_AND_ANSWERS:
+        check(answer)
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert torch.get_default_dtype() == dtype
+
+
+def test_shape_errors_are_explained():
+    """``project_tangent`` without keepdim: the broadcasting error is caught and explained."""
+    with pytest.raises(CheckFailed) as info:
+        checks.check_project_tangent(lambda x, v: v - (x * v).sum(-1) * x)
+    text = str(info.value)
+    assert "inputs: x (8, 3), v (8, 3)" in text and "keepdim=True" in text
+
+
+@pytest.mark.parametrize("check", [checks.check_circle_velocity, checks.check_continuity_rhs])
+def test_the_nyquist_mode_must_be_dropped(check):
+    """Keeping the Nyquist coefficient is off by ~1e-5 to 1e-4 on rough data (even grid)."""
+    velocity = checks._velocity_with_nyquist
+    wrong = (
+        velocity
+        if check is checks.check_circle_velocity
+        else lambda rho, beta: -checks._spectral_derivative(rho * velocity(rho, beta))
+    )
+    with pytest.raises(CheckFailed, match=r"(?s)rough data.*Nyquist coefficient k = N/2"):
+        check(wrong)
+
+
+def test_a_result_created_on_the_cpu_is_caught_on_meta_tensors():
+    def cpu_only(x, v):
+        out = torch.zeros(x.shape, dtype=x.dtype)  # ignores x.device
+        return out + v - (x * v).sum(-1, keepdim=True) * x
+
+    with pytest.raises(CheckFailed, match="'meta' device"):
+        checks.check_project_tangent(cpu_only)
