@@ -31,18 +31,19 @@ WRONG = {
         """,
         1,
     ),
-    "02-attention": (
-        "ex-split-merge-heads",
+    "02-attention": (  # self_attention and block_forward call it: graded with labcore's instead
+        "ex-attention",
         """
-        def split_heads(x, n_heads):
-            batch, pos, d_model = x.shape  # no ValueError when d_model % n_heads != 0
-            return x.reshape(batch, pos, n_heads, -1)
-
-
-        def merge_heads(z):
-            return z.flatten(-2)
+        def attention(q, k, v, mask=None):
+            scores = q @ k.transpose(-2, -1)  # no 1 / sqrt(d_k): wrong in every hidden case
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = torch.softmax(scores, dim=-1)
+            if mask is not None:
+                weights = weights.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
+            return weights @ v, weights
         """,
-        1,
+        6,
     ),
 }
 
