@@ -408,3 +408,10 @@ def test_check_and_rubric_share_one_rule_per_exercise():
         source, _ = checks.EXERCISES[exercise.function]
         assert exercise.call_source == source
         assert {name for name, _ in checks.CASES[exercise.function](torch.Generator(), None)}
+
+
+def test_devices_compare_by_type_and_index_where_both_name_one():
+    from labcore.checks.attention import _same_device
+
+    assert _same_device("cuda", "cuda:0") and _same_device(torch.device("cuda:1"), "cuda")
+    assert not _same_device("cuda:0", "cuda:1") and not _same_device("cpu", "cuda")

@@ -356,6 +356,12 @@ def _tolerance(dtype: torch.dtype) -> dict[str, float]:
     return {"atol": 1e-10, "rtol": 1e-8} if dtype == F64 else {"atol": 2e-5, "rtol": 1e-4}
 
 
+def _same_device(a: torch.device | str, b: torch.device | str) -> bool:
+    """Same device type, and the same index where both name one ("cuda" is "cuda:0")."""
+    a, b = torch.device(a), torch.device(b)
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
 def _tensor_rule(
     got: Any,
     expected: Tensor,
@@ -384,7 +390,7 @@ def _tensor_rule(
             f"{what} should have dtype {dtype} (the input's), got {got.dtype}\n  hint: compute in "
             "the input's dtype: no .float()/.double(), and new tensors take dtype=... from the input"
         )
-    if torch.device(got.device) != torch.device(device):
+    if not _same_device(got.device, device):
         return (
             f"{what} should be on {device} (the input's device), got {got.device}\n  hint: "
             "create new tensors with device=... (or *_like) from the input"
@@ -869,7 +875,7 @@ def _rule_ablate(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str |
         expected,
         what="the logits",
         dtype=expected.dtype,
-        device=spec["tokens"].device,
+        device=spec.get("device") or spec["tokens"].device,
         hint="return the logits (batch, pos, d_vocab) of one forward pass in which head `head` "
         "of layer `layer` contributes nothing (its hook_z output is zero)",
         diagnoses=diagnoses,
