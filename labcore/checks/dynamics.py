@@ -44,6 +44,7 @@ __all__ = [
     "judge",
     "order_rule",
     "counts_rule",
+    "meta_report",
 ]
 
 Tensor = torch.Tensor
@@ -338,6 +339,17 @@ def _meta_rule(extra: dict[str, Any]) -> str | None:
             "create new tensors with device=... (or *_like) from the input"
         )
     return None
+
+
+def meta_report(fn: Callable, *args: Any, **kwargs: Any) -> list[str] | str:
+    """Call ``fn`` with the tensor arguments moved to ``meta``: the devices of what it returned,
+    or ``"error: ..."`` (what :func:`_meta_rule` reads)."""
+    meta = [a.detach().to("meta") if isinstance(a, Tensor) else a for a in args]
+    try:
+        out = fn(*meta, **kwargs)
+    except Exception as err:  # NotImplementedError too: torch raises it for meta copies
+        return "error: " + (type(err).__name__ + ": " + str(err))[:300]
+    return [str(out.device) if isinstance(out, Tensor) else "not a tensor: " + type(out).__name__]
 
 
 def _tensor_rule(
@@ -790,6 +802,13 @@ def check_integrate(integrate: Callable) -> None:
             "frames[k], dt), renormalised if asked; stack them along a new first axis",
         )
         compare(case, got, expected, **_tolerance(x0.dtype), hint=hint)
+    # the device rule, on 'meta' tensors (shapes only: a stand-in for a GPU)
+    velocity, x0, t_max, n_steps = cases[1][1], cases[1][2], cases[1][3], cases[1][4]
+    with _without((D, "simulate"), what="the time loop"):
+        report = meta_report(integrate, velocity, x0, t_max, n_steps, _rk4_step)
+    problem = _meta_rule({"meta": report})
+    if problem:
+        raise CheckFailed(f"[{cases[1][0]}, the same call with x0 on 'meta'] {problem}")
     passed("integrate", len(cases))
 
 

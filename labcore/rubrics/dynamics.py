@@ -159,7 +159,16 @@ def call(fn, spec):
     before = x0.clone()
     value = fn(velocity, x0, spec["t_max"], spec["n_steps"], counted, **spec["kwargs"])
     mutated = [] if torch.equal(x0, before) else [0]
-    return value, {"calls": calls[0], "mutated": mutated}
+    extra = {"calls": calls[0], "mutated": mutated}
+    if spec.get("meta"):  # the same call on 'meta' tensors (shapes only: a stand-in for a GPU)
+        try:
+            out = fn(velocity, x0.to("meta"), spec["t_max"], spec["n_steps"], step,
+                     **spec["kwargs"])
+            extra["meta"] = [str(out.device) if isinstance(out, torch.Tensor)
+                             else "not a tensor: " + type(out).__name__]
+        except Exception as err:
+            extra["meta"] = "error: " + (type(err).__name__ + ": " + str(err))[:300]
+    return value, extra
 """
 )
 
@@ -298,7 +307,7 @@ def _integrate_cases(seed: int) -> list[HiddenCase]:
                 x = x / x.norm(dim=-1, keepdim=True)
             frames.append(x)
         spec = {**field_spec, "x0": x0, "t_max": t_max, "n_steps": n_steps, "step": step,
-                "kwargs": kwargs}  # fmt: skip
+                "kwargs": kwargs, "meta": field_spec["field"] == "attention"}  # fmt: skip
         cases.append(HiddenCase(name, spec, torch.stack(frames)))
     return cases
 
@@ -313,7 +322,9 @@ def _score_integrate(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str
         return problem
     if extra.get("calls") != n_steps:
         return f"step was called {extra.get('calls')!r} times, expected {n_steps}. Hint: {hint}"
-    return tensor_mismatch(value, case.expected, **_tol(case.expected.dtype), hint=hint)
+    return tensor_mismatch(
+        value, case.expected, **_tol(case.expected.dtype), hint=hint
+    ) or checks._meta_rule(plain(extra))
 
 
 # --------------------------------------------------------------------------- exercise 6

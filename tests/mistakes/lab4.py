@@ -424,6 +424,15 @@ def _int_in_place(velocity, x0, t_max, n_steps, step, renormalize=True):
     return torch.stack(frames)
 
 
+def _int_cpu_buffer(velocity, x0, t_max, n_steps, step, renormalize=True):
+    out = torch.empty((n_steps + 1, *x0.shape), dtype=x0.dtype)  # on the CPU, whatever x0's device
+    out[0] = x0
+    for i in range(n_steps):
+        x = step(velocity, out[i], t_max / n_steps)
+        out[i + 1] = x / x.norm(dim=-1, keepdim=True) if renormalize else x
+    return out
+
+
 def _int_preallocated(velocity, x0, t_max, n_steps, step, renormalize=True):
     out = x0.new_empty((n_steps + 1, *x0.shape))
     out[0] = x0
@@ -829,6 +838,7 @@ MISTAKES = {
         ("one step too many", _int_one_step_too_many, "step was called"),
         ("norm over the particles (dim=0)", _int_wrong_norm_axis, "frames[0] = x0"),
         ("updates x0 in place", _int_in_place, "modified its input 'x0' in place"),
+        ("a buffer created on the CPU", _int_cpu_buffer, "'meta' device"),
     ],
     "convergence_order": [
         ("a constant slope", _co_constant, "expected a slope of"),
