@@ -183,6 +183,16 @@ def call(fn, spec):
 )
 
 
+#: Kernel side: ``first_merge_time`` with a list ``betas``, reporting whether the list changed.
+_FIRST_MERGE_CALL = """
+def call(fn, spec):
+    betas, phi_end = list(spec["args"][0]), spec["args"][1]
+    before = list(betas)
+    value = fn(betas, phi_end)
+    return value, {"mutated": [] if betas == before else [0]}
+"""
+
+
 # --------------------------------------------------------------------------- exercise 1
 def _project_cases(seed: int) -> list[HiddenCase]:
     g = _generator(seed, 1)
@@ -438,7 +448,7 @@ def _first_merge_cases(seed: int) -> list[HiddenCase]:
 
 
 def _score_first_merge(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | None:
-    return tensor_mismatch(
+    return mutation_message(extra, ["betas"]) or tensor_mismatch(
         value, case.expected, atol=0.0, rtol=1e-4,
         hint="for each beta, k* = argmax_k r_k(beta) (k >= 1), phi0 = 2 pi / k*, and T = the "
         "integral of (1 + e^{beta (1 - cos phi)}) / (2 sin phi) from phi_end to phi0; one float64 "
@@ -511,7 +521,12 @@ RUBRIC = Rubric(
             call_source=checks.CALL_SOURCE,
         ),
         Exercise(
-            "ex-first-merge-time", "first_merge_time", 2, _first_merge_cases, _score_first_merge
+            "ex-first-merge-time",
+            "first_merge_time",
+            2,
+            _first_merge_cases,
+            _score_first_merge,
+            call_source=_FIRST_MERGE_CALL,
         ),
     ),  # fmt: skip
     reference_modules=("labcore.dynamics", "labcore.mean_field", "labcore.checks.dynamics"),

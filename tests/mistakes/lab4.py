@@ -761,6 +761,14 @@ def _fm_list(betas, phi_end=0.05):
     return [t.item() for t in first_merge_time(betas, phi_end)]
 
 
+def _fm_consumes_betas(betas, phi_end=0.05):
+    times = []
+    while betas:  # empties the caller's list
+        beta = betas.pop(0)
+        times.append(_merge(beta, 2 * math.pi / _k_star(beta), phi_end))
+    return torch.stack(times)
+
+
 def _fm_by_hand(betas, phi_end=0.05):
     out = torch.empty(len(betas), dtype=F64)
     for i, beta in enumerate(betas):
@@ -882,6 +890,7 @@ MISTAKES = {
         ("the large-beta approximation", _fm_laplace, "large-beta approximation"),
         ("float32", _fm_float32, "expected dtype torch.float64"),
         ("a list of floats", _fm_list, "expected a torch.Tensor"),
+        ("empties betas while looping", _fm_consumes_betas, "modified its input 'betas' in place"),
     ],
 }
 
