@@ -10,19 +10,14 @@ tried).
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import pytest
-import torch
-from mistakes import lab5
+from mistakes import lab5, runner
 
 import labcore
 from labcore.checks import CheckFailed
 from labcore.checks import transcoder as checks
-from labcore.grade import _HARNESS, MAX_TENSOR_ELEMENTS, SubmissionGrade, _read_record, _Worker
 from labcore.rubrics import load_rubric
 
 RUBRIC = load_rubric("05-transcoders")
@@ -45,7 +40,6 @@ CHECKS = {
 
 _RUBRIC_MEMO: dict[tuple[str, int], tuple[float, list[str]]] = {}
 _CHECK_MEMO: dict[tuple[str, int], str | None] = {}
-_CASES: dict[str, list] = {}  # the hidden cases of seed 0, built once per exercise
 
 
 def rubric_points(function: str, fn: Callable) -> tuple[float, list[str]]:
@@ -59,28 +53,7 @@ def rubric_points(function: str, fn: Callable) -> tuple[float, list[str]]:
 
 
 def _rubric_points(function: str, fn: Callable) -> tuple[float, list[str]]:
-    exercise = EXERCISES[function]
-    worker = _Worker.__new__(_Worker)
-    worker.grade = SubmissionGrade.empty("x", "x", RUBRIC)
-    if function not in _CASES:
-        _CASES[function] = exercise.make_cases(0)
-    cases = _CASES[function]
-    messages = []
-    with tempfile.TemporaryDirectory() as folder:
-        in_path, out_path = Path(folder) / "in.pt", Path(folder) / "out.pt"
-        for case in cases:
-            torch.save(case.inputs, in_path)
-            constants: dict[str, Any] = {
-                "NONCE": "n0", "IN_PATH": str(in_path), "OUT_PATH": str(out_path),
-                "NAME": function, "CALL_SOURCE": exercise.call_source,
-                "MAX_ELEMENTS": MAX_TENSOR_ELEMENTS, "__labcore_ns": fn.__globals__,
-            }  # fmt: skip
-            exec(_HARNESS, constants)  # the grader's own kernel-side code
-            outcome = worker._score(exercise, case, _read_record(out_path, "n0"))
-            if not outcome.passed:
-                messages.append(f"{case.name}: {outcome.message}")
-    passed = len(cases) - len(messages)
-    return exercise.points * passed / len(cases), messages
+    return runner.rubric_points(RUBRIC, function, fn.__globals__)
 
 
 def check_message(function: str, fn: Callable) -> str | None:
