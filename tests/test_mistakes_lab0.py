@@ -11,18 +11,14 @@ thread pool only adds contention to these tiny models.
 from __future__ import annotations
 
 import functools
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from mistakes import lab0
+from mistakes import lab0, runner
 
 from labcore.checks import CheckFailed
 from labcore.checks import function_approximation as checks
-from labcore.grade import _HARNESS, MAX_TENSOR_ELEMENTS, SubmissionGrade, _read_record, _Worker
 from labcore.rubrics import load_rubric
 
 RUBRIC = load_rubric("00-function-approximation")
@@ -39,26 +35,7 @@ def one_thread():
 
 def rubric_points(function: str, fn: Callable) -> tuple[float, list[str]]:
     """The points ``fn`` earns on the hidden cases of seed 0, and the failure messages."""
-    exercise = EXERCISES[function]
-    worker = _Worker.__new__(_Worker)
-    worker.grade = SubmissionGrade.empty("x", "x", RUBRIC)
-    cases = exercise.make_cases(0)
-    messages = []
-    with tempfile.TemporaryDirectory() as folder:
-        in_path, out_path = Path(folder) / "in.pt", Path(folder) / "out.pt"
-        for case in cases:
-            torch.save(case.inputs, in_path)
-            constants: dict[str, Any] = {
-                "NONCE": "n0", "IN_PATH": str(in_path), "OUT_PATH": str(out_path),
-                "NAME": function, "CALL_SOURCE": exercise.call_source,
-                "MAX_ELEMENTS": MAX_TENSOR_ELEMENTS, "__labcore_ns": {function: fn},
-            }  # fmt: skip
-            exec(_HARNESS, constants)  # the grader's own kernel-side code
-            outcome = worker._score(exercise, case, _read_record(out_path, "n0"))
-            if not outcome.passed:
-                messages.append(f"{case.name}: {outcome.message}")
-    passed = len(cases) - len(messages)
-    return exercise.points * passed / len(cases), messages
+    return runner.rubric_points(RUBRIC, function, {function: fn})
 
 
 def check_message(function: str, fn: Callable) -> str | None:
