@@ -444,8 +444,11 @@ def empirical_ntk(
         raise ValueError(
             f"model parameters are on {sorted(map(str, devices))}, inputs on {x1.device}"
         )
-    j1 = _jacobians(model, params, x1, batch_size)
-    j2 = j1 if x2 is None else _jacobians(model, params, x2, batch_size)
+    if x2 is None:
+        j1 = j2 = _jacobians(model, params, x1, batch_size)
+    else:  # one pass over both sets (fewer vmap calls), then views of the two parts
+        both = _jacobians(model, params, torch.cat([x1, x2]), batch_size)
+        j1, j2 = [j[: x1.shape[0]] for j in both], [j[x1.shape[0] :] for j in both]
     n1, k, _ = j1[0].shape
     n2 = j2[0].shape[0]
     # sum over parameter tensors of J1_i J2_i^T: one matrix product each, no concatenated copy
