@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import csv
 import io
 import json
@@ -72,7 +73,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -930,6 +931,25 @@ def _exercise_title(label: str) -> str:
     """``"Exercise 3: one attention head, cell 14"`` from a cell label of :func:`_cell_labels`."""
     position, _, title = label.partition(", ")
     return f"{title}, cell {position}" if title else f"cell {position}"
+
+
+@contextlib.contextmanager
+def _socket_safe_tempdir() -> Iterator[None]:
+    """Let multiprocessing's forkserver bind its Unix socket even under a long ``TMPDIR``.
+
+    The forkserver listens on a socket in a ``pymp-*`` folder of the temporary folder, and a Unix
+    socket's path holds at most 107 bytes: a deep ``TMPDIR`` fails with "AF_UNIX path too long".
+    When it is deeper than 60 characters, ``/tmp`` (or the system's default) serves for that folder.
+    """
+    current = tempfile.gettempdir()
+    if len(current) <= 60 or not os.path.isdir("/tmp"):
+        yield
+        return
+    tempfile.tempdir = "/tmp"
+    try:
+        yield
+    finally:
+        tempfile.tempdir = current
 
 
 class _Stop(Exception):
@@ -1802,7 +1822,8 @@ class _Pool:
         worker = self.context.Process(
             target=_worker_entry, args=(str(spec_path), str(log_path)), name=f"grade-{index}"
         )
-        worker.start()
+        with _socket_safe_tempdir():
+            worker.start()
         with self.lock:
             self.live[index] = (worker, token, uid)
         try:

@@ -15,6 +15,7 @@ import os
 import pickle
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ from labcore.grade import (
     _read_record,
     _reference_findings,
     _resolve_isolation,
+    _socket_safe_tempdir,
     _Worker,
     find_reference_use,
     main,
@@ -799,3 +801,16 @@ def test_cells_are_named_by_position_and_exercise_title():
     assert find_reference_use(lab, rubric)[0].startswith("cell 1, exercise `attention`")
     assert find_reference_use(moved, rubric)[0].startswith("cell 2, exercise `attention`")
     assert _reference_findings(lab, rubric)[0][1] == _reference_findings(moved, rubric)[0][1]
+
+
+def test_forkserver_socket_fits_under_a_deep_tmpdir(tmp_path, monkeypatch):
+    """A Unix socket path holds 107 bytes: a deep TMPDIR once gave 'AF_UNIX path too long'."""
+    deep = tmp_path / ("d" * 70)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    with _socket_safe_tempdir():
+        assert tempfile.gettempdir() == "/tmp"
+    assert tempfile.gettempdir() == str(deep)
+    monkeypatch.setattr(tempfile, "tempdir", "/tmp")
+    with _socket_safe_tempdir():
+        assert tempfile.gettempdir() == "/tmp"
