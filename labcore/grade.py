@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
-import csv
 import io
 import json
 import math
@@ -75,13 +74,15 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import torch
 
+from labcore.grading.records import CaseOutcome, ExerciseGrade, SubmissionGrade
+from labcore.grading.report import points_text, write_csv, write_feedback
 from labcore.rubrics import (
     RUBRICS,
     Exercise,
@@ -131,106 +132,6 @@ KERNEL_PACKAGES = (
 )  # fmt: skip
 MEMORY_ERRORS = ("MemoryError", "OutOfMemoryError")
 MEMORY_TEXT = ("can't allocate memory", "cannot allocate memory", "bad_alloc", "out of memory")
-
-
-# --------------------------------------------------------------------------- grades
-@dataclass
-class CaseOutcome:
-    """One hidden case of an exercise: its input's description, whether it passed, and why not."""
-
-    name: str
-    passed: bool
-    message: str = ""
-
-
-@dataclass
-class ExerciseGrade:
-    """The grade of one exercise: points earned, per-case outcomes and a one-line summary."""
-
-    grade_id: str
-    function: str
-    max_points: float
-    points: float = 0.0
-    cases: list[CaseOutcome] = field(default_factory=list)
-    summary: str = "not graded"
-    graded: bool = False
-    title: str = ""  #: what the student sees, e.g. "Exercise 3: one attention head, cell 14"
-
-
-@dataclass
-class SubmissionGrade:
-    """Everything the grader found about one submission.
-
-    Attributes:
-        submission: the name used in the CSV and for the feedback file.
-        path: the notebook that was graded.
-        lab: the lab's stem.
-        exercises: one grade per rubric exercise, in rubric order.
-        notes: what went wrong while running it (timeouts, kernel death, limits, ...).
-        flags: references to labcore's reference implementation (for review, no penalty).
-        cell_errors: ``"<cell> raised <error>"`` for each of the student's cells that raised.
-        seconds: wall-clock time spent on it.
-        finished: whether the worker got to the end (False if it was killed or crashed).
-        isolation: how its kernel was isolated (``uid+namespace``, ``uid``, ``namespace`` or
-            ``none``; see ``--isolation``).
-    """
-
-    submission: str
-    path: str
-    lab: str
-    exercises: list[ExerciseGrade]
-    notes: list[str] = field(default_factory=list)
-    flags: list[str] = field(default_factory=list)
-    cell_errors: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    finished: bool = False
-    isolation: str = ""
-
-    @property
-    def total(self) -> float:
-        """Points earned, over all exercises."""
-        return round(sum(e.points for e in self.exercises), 2)
-
-    @property
-    def max_total(self) -> float:
-        """Points of a perfect submission."""
-        return round(sum(e.max_points for e in self.exercises), 2)
-
-    @property
-    def status(self) -> str:
-        """``ok``, or the notes and flags joined by ``; `` (one line, for the CSV)."""
-        parts = list(self.notes)
-        if self.flags:
-            parts.append("flagged: references labcore's reference implementation (see feedback)")
-        return "; ".join(parts) or "ok"
-
-    def exercise(self, grade_id: str) -> ExerciseGrade:
-        """The grade of the exercise ``grade_id``."""
-        return next(e for e in self.exercises if e.grade_id == grade_id)
-
-    def to_json(self) -> str:
-        """Serialise (the worker hands its progress to the main process this way)."""
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> SubmissionGrade:
-        """Inverse of :meth:`to_json`."""
-        data = json.loads(text)
-        exercises = [
-            ExerciseGrade(**{**e, "cases": [CaseOutcome(**c) for c in e["cases"]]})
-            for e in data.pop("exercises")
-        ]
-        return cls(exercises=exercises, **data)
-
-    @classmethod
-    def empty(cls, submission: str, path: str, rubric: Rubric) -> SubmissionGrade:
-        """A grade with zero points for every exercise of ``rubric``."""
-        return cls(
-            submission=submission,
-            path=path,
-            lab=rubric.lab,
-            exercises=[ExerciseGrade(e.grade_id, e.function, e.points) for e in rubric.exercises],
-        )
 
 
 # --------------------------------------------------------------------------- detector
@@ -1447,11 +1348,6 @@ def submission_names(paths: Sequence[Path]) -> list[str]:
     return unique
 
 
-def _feedback_filename(name: str) -> str:
-    """A safe file name for a submission's feedback (no folders, no leading dot)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name.replace("/", "__")).lstrip(".") + ".md"
-
-
 @dataclass(frozen=True)
 class _Isolation:
     """How kernels are kept apart from each other and from the grader (``--isolation``).
@@ -1974,106 +1870,6 @@ def grade_submissions(
     return [g for g in grades if g is not None]
 
 
-# --------------------------------------------------------------------------- outputs
-def _points(value: float) -> str:
-    """Points as the CSV and feedback show them: at most 2 decimals, no trailing zeros."""
-    return f"{round(value, 2):g}"
-
-
-def _csv_cell(text: str) -> str:
-    """Neutralise spreadsheet formulas in text that came from submissions (names, ids)."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
-def write_csv(grades: Sequence[SubmissionGrade], rubric: Rubric, path: Path) -> None:
-    """The gradebook: ``submission``, one column per exercise, ``total``, ``max_total``, ``status``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            ["submission", *[e.grade_id for e in rubric.exercises], "total", "max_total", "status"]
-        )
-        for grade in grades:
-            points = {e.grade_id: e.points for e in grade.exercises}
-            writer.writerow(
-                [
-                    _csv_cell(grade.submission),
-                    *[_points(points.get(e.grade_id, 0.0)) for e in rubric.exercises],
-                    _points(grade.total),
-                    _points(grade.max_total),
-                    _csv_cell(grade.status),
-                ]
-            )
-
-
-def _md(text: str) -> str:
-    """Student-controlled text made safe for one line of Markdown."""
-    text = " ".join(str(text).split())
-    return text.replace("`", "'").replace("<", "&lt;").replace("|", "\\|")
-
-
-def feedback_markdown(grade: SubmissionGrade) -> str:
-    """The feedback file of one submission (Markdown): per exercise, per hidden case, and notes."""
-    lines = [
-        f"# Feedback on lab {grade.lab}: {_md(grade.submission)}",
-        "",
-        f"**Score: {_points(grade.total)} / {_points(grade.max_total)}**",
-        "",
-        f"Status: {_md(grade.status)}",
-        "",
-        "| exercise | function | points | result |",
-        "|---|---|---|---|",
-    ]
-    for e in grade.exercises:
-        lines.append(
-            f"| {_md(e.title or e.function)} | `{e.function}` | {_points(e.points)} / "
-            f"{_points(e.max_points)} | {_md(e.summary)} |"
-        )
-    for e in grade.exercises:
-        lines += [
-            "",
-            f"## {_md(e.title or e.function)}: `{e.function}` ({_points(e.points)} / "
-            f"{_points(e.max_points)})",
-            "",
-        ]
-        if not e.cases:
-            lines.append(f"- {_md(e.summary)}")
-        for case in e.cases:
-            mark = "passed" if case.passed else "FAILED"
-            detail = f": {_md(case.message)}" if case.message else ""
-            lines.append(f"- {mark}, {_md(case.name)}{detail}")
-    if grade.notes or grade.cell_errors:
-        lines += ["", "## What happened while running your notebook", ""]
-        lines += [f"- {_md(n)}" for n in grade.notes]
-        lines += [f"- cell {_md(e)}" for e in grade.cell_errors[:50]]
-    if grade.flags:
-        lines += [
-            "",
-            "## Flagged for review",
-            "",
-            "Your notebook seems to use labcore's own implementation of a graded function. This "
-            "does not change the points above; your instructor may ask you about it.",
-            "",
-        ]
-        lines += [f"- {_md(f)}" for f in grade.flags]
-    lines += [
-        "",
-        "---",
-        "Each exercise was tested right after its cell ran, by calling your function on hidden "
-        "inputs in a fresh kernel and comparing the results with the reference in the grader.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def write_feedback(grade: SubmissionGrade, directory: Path) -> Path:
-    """Write ``<directory>/<submission>.md`` and return its path."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / _feedback_filename(grade.submission)
-    path.write_text(feedback_markdown(grade), encoding="utf-8")
-    return path
-
-
 def _expand(paths: Iterable[Path]) -> list[Path]:
     """Notebook files, with folders replaced by the notebooks they contain (sorted)."""
     out: list[Path] = []
@@ -2129,7 +1925,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def report(done: int, total: int, grade: SubmissionGrade) -> None:
         """One progress line per graded submission."""
         print(
-            f"[{done}/{total}] {grade.submission}: {_points(grade.total)}/{_points(grade.max_total)}"
+            f"[{done}/{total}] {grade.submission}: {points_text(grade.total)}/{points_text(grade.max_total)}"
             f" in {grade.seconds:.0f} s ({grade.status})",
             file=sys.stderr,
         )
