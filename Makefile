@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch: a plain `torch` requirement would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: help setup constraints book pdf labs execute check-labs lint test test-fast browser clean
+.PHONY: help setup constraints book pdf labs execute check-labs lint test test-fast browser clean nbgrader-env
 
 help:
 	@echo "make book      build the site into _build/html (sets up .venv first)"
@@ -53,6 +53,18 @@ $(AXE): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $(AXE)
 
+# nbgrader for tests/test_nbgrader.py, in a venv of its own (its Jupyter server and notebook pins
+# stay out of .venv); its notebooks run on .venv's Python through a kernelspec the test writes.
+NBGRADER_VENV := .venv-nbgrader
+NBGRADER_STAMP := $(NBGRADER_VENV)/.installed
+$(NBGRADER_STAMP): requirements-nbgrader.txt
+	test -x $(NBGRADER_VENV)/bin/python || $(PYTHON) -m venv $(NBGRADER_VENV)
+	$(NBGRADER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(NBGRADER_VENV)/bin/python -m pip install --quiet -r requirements-nbgrader.txt
+	touch $(NBGRADER_STAMP)
+
+nbgrader-env: $(NBGRADER_STAMP)
+
 labs: $(STAMP)
 	$(BIN)/python -m labcore.assign
 
@@ -80,7 +92,7 @@ pdf: $(STAMP) browser
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not browser" --ignore=tests/test_site.py -q
 
-test: $(STAMP) browser $(AXE) lint check-labs book pdf
+test: $(STAMP) $(NBGRADER_STAMP) browser $(AXE) lint check-labs book pdf
 	$(BIN)/python -m pytest tests book solutions labs -n 2 --dist loadfile \
 	  --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
