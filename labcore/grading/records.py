@@ -14,7 +14,14 @@ from dataclasses import asdict, dataclass, field
 
 from labcore.rubrics import Rubric
 
-__all__ = ["CaseOutcome", "CaseStatus", "CellOutcome", "ExerciseGrade", "SubmissionGrade"]
+__all__ = [
+    "CaseOutcome",
+    "CaseStatus",
+    "CellOutcome",
+    "ExerciseGrade",
+    "SubmissionGrade",
+    "WorkerSpec",
+]
 
 
 class CellOutcome(enum.Enum):
@@ -134,3 +141,54 @@ class SubmissionGrade:
             lab=rubric.lab,
             exercises=[ExerciseGrade(e.grade_id, e.function, e.points) for e in rubric.exercises],
         )
+
+
+@dataclass
+class WorkerSpec:
+    """What the main process tells the worker that grades one submission (a JSON file).
+
+    Attributes:
+        lab: the lab's stem.
+        name: the submission's name (CSV, feedback).
+        path: the notebook to grade.
+        state: where the worker saves its :class:`SubmissionGrade` after every step.
+        box: the kernel's folder (its home; ``work/`` holds the copy of the notebook).
+        channels: the folder of the kernel's connection file, sockets and hidden-case files.
+        specs: the folder of the kernel's kernel spec.
+        kernel_log: where the kernel's own output goes.
+        cases: the hidden cases built by the main process (:func:`labcore.grading.transport.save_cases`).
+        token: a random mark in the kernel's environment (cleanup without a uid).
+        uid: the kernel's own uid, or None.
+        prefix: the command line before the kernel's (limits and sandbox).
+        cell_timeout, total_timeout: seconds per cell, per submission.
+        memory_mb: the kernel's address-space limit (for messages).
+        seed: seed of the hidden inputs.
+        baseline: what the reference-use detector finds in the untouched lab (subtracted).
+    """
+
+    lab: str
+    name: str
+    path: str
+    state: str
+    box: str
+    channels: str
+    specs: str
+    kernel_log: str
+    cases: str
+    token: str
+    uid: int | None
+    prefix: list[str]
+    cell_timeout: float
+    total_timeout: float
+    memory_mb: int
+    seed: int
+    baseline: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        """Serialise for the worker process."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSpec:
+        """Inverse of :meth:`to_json`."""
+        return cls(**json.loads(text))

@@ -1,0 +1,35 @@
+"""Drop IPython's references to a failed cell's frames, so that their memory is freed.
+
+IPython keeps the last exception (``sys.last_*``, the shell, its traceback formatters, the last
+execution result), and with it the failed frames' locals: a list that filled the memory, say. The
+grader runs :func:`forget` after a student's cell raised, which gives later exercises their memory
+back.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import types
+
+
+def forget() -> None:
+    """Clear every reference IPython and ``sys`` hold to the last exception, then collect."""
+    for name in ("last_type", "last_value", "last_traceback", "last_exc"):
+        setattr(sys, name, None)
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is not None:
+            shell._last_traceback = None
+            for holder in (shell.InteractiveTB, getattr(shell, "SyntaxTB", None)):
+                for key, value in list(vars(holder).items()):
+                    if isinstance(value, types.TracebackType):
+                        setattr(holder, key, None)
+            result = getattr(shell, "last_execution_result", None)
+            if result is not None:
+                result.error_in_exec = None
+    except Exception:  # nothing to forget outside IPython
+        pass
+    gc.collect()
