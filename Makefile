@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch: a plain `torch` requirement would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: help setup constraints book pdf labs execute check-labs lint test test-fast browser clean nbgrader-env
+.PHONY: help setup constraints book pdf labs execute check-labs lint test test-fast browser sandbox clean nbgrader-env
 
 help:
 	@echo "make book      build the site into _build/html (sets up .venv first)"
@@ -45,6 +45,13 @@ browser:
 	  echo "installing Debian's chromium for the browser test"; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+# bubblewrap for the grader's sandbox, from Debian's packages (setpriv and prlimit come with util-linux).
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  echo "installing Debian's bubblewrap for the grader's sandbox"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq bubblewrap >/dev/null; }
 
 # axe-core for the site test's accessibility check, from npm at the version package-lock.json pins.
 AXE := node_modules/axe-core/axe.min.js
@@ -92,7 +99,7 @@ pdf: $(STAMP) browser
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not browser" --ignore=tests/test_site.py -q
 
-test: $(STAMP) $(NBGRADER_STAMP) browser $(AXE) lint check-labs book pdf
+test: $(STAMP) $(NBGRADER_STAMP) browser sandbox $(AXE) lint check-labs book pdf
 	$(BIN)/python -m pytest tests book solutions labs -n 2 --dist loadfile \
 	  --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
