@@ -4,7 +4,8 @@ For each lab, ``-n`` submissions (half the solution notebook ``solutions/<lab>.i
 untouched ``labs/<lab>.ipynb``) are
 
 1. graded with :func:`labcore.grade.grade_submissions` (``jobs=--jobs``, ``isolation=--isolation``),
-   the wall time of the whole batch: isolation probe, hidden cases built once, worker processes,
+   the wall time of the whole call, in a fresh interpreter as a ``python -m labcore.grade`` run:
+   isolation probe, hidden cases built once, the forkserver that imports torch, worker processes,
    one fresh kernel per submission, hidden tests, clean-up;
 2. executed bare with nbclient, each notebook in a fresh ``python3`` kernel, ``--jobs`` at a time
    (threads), with the environment the grader gives its kernels (one OpenMP/MKL/OpenBLAS thread,
@@ -26,12 +27,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,8 +63,10 @@ class LabResult:
     Attributes:
         lab: the lab's stem.
         n: number of submissions per batch.
-        grader_s: best wall time (seconds) of ``grade_submissions`` over the repeats.
-        bare_s: best wall time (seconds) of the bare nbclient batch over the repeats.
+        grader_s: best wall time (seconds) of ``grade_submissions`` over the repeats whose
+            grades were right (``inf`` if none was).
+        bare_s: best wall time (seconds) of the bare nbclient batch over the repeats in which
+            no solution raised (``inf`` if none).
         isolation: the isolation recorded in the grades (e.g. ``uid+namespace``, ``none``).
         worker_s: mean seconds a submission spent in its worker (the grader's own clock), from
             the fastest grader batch.
@@ -86,7 +90,7 @@ class LabResult:
 def kernel_env(box: Path) -> dict[str, str]:
     """The environment of a bare kernel: the one ``labcore.grade`` gives its kernels.
 
-    Mirrors ``_kernel_env`` of labcore/grade.py (without the grader's token): the grader's PATH,
+    Mirrors ``kernel_env`` of labcore/grading/kernel.py (without the grader's token): the grader's PATH,
     PYTHONPATH and VIRTUAL_ENV, a HOME, TMPDIR, IPython, Matplotlib and cache folder inside
     ``box``, one thread for OpenMP, MKL and OpenBLAS, no GPU.
     """
@@ -183,14 +187,27 @@ def time_bare(submissions: list[Submission], jobs: int, scratch: Path) -> tuple[
         shutil.rmtree(boxes, ignore_errors=True)
 
 
+def _grade_batch(lab: str, paths: list[Path], jobs: int, isolation: str) -> tuple[float, list[str]]:
+    """Body of :func:`time_grader`'s process: the timed call and the grades as JSON."""
+    start = time.perf_counter()
+    grades = grade_submissions(lab, paths, jobs=jobs, isolation=isolation)
+    return time.perf_counter() - start, [g.to_json() for g in grades]
+
+
 def time_grader(
     lab: str, submissions: list[Submission], jobs: int, isolation: str
 ) -> tuple[float, list[SubmissionGrade]]:
-    """Wall time (seconds) of one ``grade_submissions`` call on every submission; the grades."""
+    """Wall time (seconds) of one ``grade_submissions`` call on every submission; the grades.
+
+    The call runs in a fresh interpreter (spawned, imports not timed) so that each batch starts
+    its own forkserver, as every ``python -m labcore.grade`` run does: multiprocessing keeps one
+    forkserver per process, and a second batch here would otherwise reuse the first one's.
+    """
     paths = [s.path for s in submissions]
-    start = time.perf_counter()
-    grades = grade_submissions(lab, paths, jobs=jobs, isolation=isolation)
-    return time.perf_counter() - start, grades
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as process:
+        seconds, grades = process.submit(_grade_batch, lab, paths, jobs, isolation).result()
+    return seconds, [SubmissionGrade.from_json(g) for g in grades]
 
 
 def grade_problems(submissions: list[Submission], grades: list[SubmissionGrade]) -> list[str]:
@@ -220,11 +237,11 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def markdown_table(results: list[LabResult], jobs: int, repeats: int) -> str:
+def markdown_table(results: list[LabResult], jobs: int, repeats: int, loads: str) -> str:
     """The results as a Markdown table (lab | N | grader s | bare s | ratio | isolation)."""
     lines = [
-        f"Best of {repeats} batch(es), jobs={jobs}, {os.cpu_count()} CPUs; ratio = grader / bare "
-        "(goal <= 1.2).",
+        f"Best of {repeats} batch(es), jobs={jobs}, {os.cpu_count()} CPUs, load average {loads}; "
+        "ratio = grader / bare (goal <= 1.2).",
         "",
         "| lab | N | grader s | bare s | ratio | isolation |",
         "|---|---:|---:|---:|---:|---|",
@@ -247,15 +264,18 @@ def benchmark_lab(lab: str, args: argparse.Namespace, scratch: Path) -> LabResul
         for contender in order:
             if contender == "grader":
                 seconds, grades = time_grader(lab, submissions, args.jobs, args.isolation)
-                result.problems += grade_problems(submissions, grades)
-                if seconds < result.grader_s:
+                wrong = grade_problems(submissions, grades)
+                result.problems += wrong
+                if not wrong and seconds < result.grader_s:  # a failed batch is no timing
                     result.grader_s = seconds
                     result.isolation = ",".join(sorted({g.isolation for g in grades}))
                     result.worker_s = sum(g.seconds for g in grades) / len(grades)
             else:
                 seconds, errors = time_bare(submissions, args.jobs, scratch)
-                result.problems += bare_problems(submissions, errors)
-                result.bare_s = min(result.bare_s, seconds)
+                wrong = bare_problems(submissions, errors)
+                result.problems += wrong
+                if not wrong:
+                    result.bare_s = min(result.bare_s, seconds)
             print(f"  repeat {repeat + 1}: {contender:6s} {seconds:7.1f} s", flush=True)
     print(
         f"  best: grader {result.grader_s:.1f} s (mean worker {result.worker_s:.1f} s per "
@@ -269,7 +289,7 @@ def benchmark_lab(lab: str, args: argparse.Namespace, scratch: Path) -> LabResul
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; print the Markdown table; 1 if a grade or a bare run was wrong."""
+    """Run the benchmark; print the Markdown table; 1 if a lab failed or a grade was wrong."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--lab", action="append", help="a lab's stem (repeatable); default: every lab with a rubric"
@@ -290,19 +310,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.n < 1 or args.jobs < 1 or args.repeats < 1:
         parser.error("-n, --jobs and --repeats must be >= 1")
 
-    print(f"load average before: {load()} ({os.cpu_count()} CPUs)", flush=True)
-    results = []
+    before = load()
+    print(f"load average before: {before} ({os.cpu_count()} CPUs)", flush=True)
+    results: list[LabResult] = []
+    failed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="grading-bench-") as tmp:
         for lab in labs:
-            results.append(benchmark_lab(lab, args, Path(tmp)))
-    print(f"load average after:  {load()}", flush=True)
+            try:
+                results.append(benchmark_lab(lab, args, Path(tmp)))
+            except Exception as err:  # one broken lab must not hide the others' numbers
+                print(f"{lab}: failed ({type(err).__name__}: {err})", flush=True)
+                failed.append(lab)
+    after = load()
+    print(f"load average after:  {after}", flush=True)
     print()
-    print(markdown_table(results, args.jobs, args.repeats))
+    print(markdown_table(results, args.jobs, args.repeats, f"{before} before, {after} after"))
     given = sys.argv[1:] if argv is None else argv
     command = " ".join(["python", "benchmarks/grading.py", *given])
     print(f"\n(command: {command})")
-    if any(r.problems for r in results):
-        print("\nwrong grades or failing bare runs: see the problems above", file=sys.stderr)
+    if failed or any(r.problems for r in results):
+        print("\nfailed labs, wrong grades or failing bare runs: see above", file=sys.stderr)
         return 1
     return 0
 
