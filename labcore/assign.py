@@ -573,6 +573,13 @@ def _expected(root: Path, config: CourseConfig) -> tuple[dict[Path, str], list[s
         lab = make_lab(solution, where=path.relative_to(root).as_posix())
         sync_header(lab, config, lab_path.relative_to(root).as_posix())
         expected[lab_path] = _serialise(lab)
+    if not (root / "solutions").is_dir():
+        # The student edition (python -m labcore.release) has no solutions/: only the labs'
+        # headers (badge and setup cell) are generated there.
+        for path in _notebooks(root, "labs"):
+            lab = nbformat.read(path, as_version=4)
+            sync_header(lab, config, path.relative_to(root).as_posix())
+            expected[path] = _serialise(lab)
     return expected, missing_alt
 
 
