@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch: a plain `torch` requirement would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: help setup constraints book pdf labs execute check-labs lint test test-fast browser sandbox clean nbgrader-env
+.PHONY: help setup constraints book book-student pdf labs execute check-labs lint test test-fast browser sandbox clean nbgrader-env
 
 help:
 	@echo "make book      build the site into _build/html (sets up .venv first)"
+	@echo "make book-student  the students' site, without solutions, into _build/student/html"
 	@echo "make pdf       print the whole course to _build/pdf/course.pdf"
 	@echo "make test      run the whole test suite: lint, labs up to date, unit tests, nbval, site"
 	@echo "make labs      regenerate labs/ and the setup cells from solutions/ and _config.yml"
@@ -88,6 +89,16 @@ lint: $(STAMP)
 book: $(STAMP)
 	rm -rf _build
 	$(BIN)/jupyter-book build . -W --keep-going
+
+# The students' site: labcore.release writes the student edition of HEAD (no solutions/, no
+# instructor guide) into _build/student/source, and the site is built from it, as the public
+# repository's `make book` builds it. Pass RELEASE_ARGS="--repository-url URL --tag TAG" for
+# Colab links that open the public repository.
+book-student: $(STAMP)
+	rm -rf _build/student
+	$(BIN)/python -m labcore.release _build/student/source $(RELEASE_ARGS)
+	$(BIN)/jupyter-book build _build/student/source -W --keep-going
+	mv _build/student/source/_build/html _build/student/html
 
 # The whole course as one PDF, offline: the single-page build printed by headless Chromium.
 pdf: $(STAMP) browser
