@@ -411,7 +411,7 @@ def test_check_and_rubric_share_one_rule_per_exercise():
 
 
 def test_devices_compare_by_type_and_index_where_both_name_one():
-    from labcore.checks.attention import _same_device
+    from labcore.checks.rules import same_device as _same_device
 
     assert _same_device("cuda", "cuda:0") and _same_device(torch.device("cuda:1"), "cuda")
     assert not _same_device("cuda:0", "cuda:1") and not _same_device("cpu", "cuda")

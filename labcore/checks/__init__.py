@@ -9,11 +9,16 @@ fails loudly where the student wrote it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+from unittest import mock
 
 import torch
+
+from labcore.checks.rules import raised_message, tolerance
+from labcore.checks.rules import short as _short
 
 __all__ = [
     "CheckFailed",
@@ -26,6 +31,8 @@ __all__ = [
     "same_result",
     "diagnose",
     "forbid",
+    "without",
+    "run_judged",
 ]
 
 
@@ -41,20 +48,6 @@ class Case:
 
     def __str__(self) -> str:
         return self.description
-
-
-def _short(value: Any, limit: int = 6) -> str:
-    if isinstance(value, torch.Tensor):
-        flat = value.detach().flatten()
-        head = (
-            ", ".join(f"{v:.4g}" for v in flat[:limit].tolist())
-            if flat.is_floating_point()
-            else ", ".join(str(v) for v in flat[:limit].tolist())
-        )
-        more = ", ..." if flat.numel() > limit else ""
-        return f"tensor(shape={tuple(value.shape)}, dtype={value.dtype}, values=[{head}{more}])"
-    text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def run_case(case: Case | str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -149,11 +142,21 @@ def diagnose(
     """The hint of the first typical mistake whose result equals ``got``, else ``default``.
 
     ``mistakes`` maps a hint to a function computing what that mistake returns. Candidates are
-    computed lazily and may fail (a mistake that cannot happen for this input); a candidate that
-    equals the right answer for this input is skipped.
+    computed lazily, and only for a ``got`` that differs from ``expected`` beyond
+    :func:`~labcore.checks.rules.tolerance` (the typical mistakes of the model exercises are
+    whole forward passes); they may fail (a mistake that cannot happen for this input); a
+    candidate that equals the right answer for this input is skipped.
     """
     if not isinstance(got, torch.Tensor):
         return default
+    if (
+        got.shape == expected.shape
+        and got.dtype == expected.dtype
+        and got.device == expected.device
+    ):
+        with torch.no_grad():  # already right: no mistake to name (and none computed)
+            if torch.allclose(got.detach(), expected.detach(), **tolerance(expected.dtype)):
+                return default
     for hint, make in mistakes.items():
         try:
             candidate = make()
@@ -171,3 +174,46 @@ def forbid(message: str) -> Callable[..., None]:
         raise CheckFailed(message)
 
     return forbidden
+
+
+@contextlib.contextmanager
+def without(*targets: tuple[object, str], what: str) -> Iterator[None]:
+    """Make the labcore functions ``targets`` (``(module, name)`` pairs) fail the check while the
+    block runs (the student's code): an exercise that asks for ``what`` must not call labcore's
+    own. The originals are back when the block ends."""
+    with contextlib.ExitStack() as stack:
+        for module, name in targets:
+            message = (
+                f"this exercise asks you to write {what} yourself; do not call "
+                f"{getattr(module, '__name__', module)}.{name} (the check compares your result "
+                "with it)"
+            )
+            stack.enter_context(mock.patch.object(module, name, forbid(message)))
+        yield
+
+
+def run_judged(
+    cases: list[tuple[str, dict[str, Any]]],
+    call: Callable[[dict[str, Any]], tuple[Any, dict[str, Any]]],
+    judge: Callable[[dict[str, Any], Any, dict[str, Any]], str | None],
+    *,
+    shape_hint: str,
+    hints: dict[str, str] | None = None,
+) -> None:
+    """Run every ``(case name, spec)`` through ``call(spec) -> (value, report)`` (the lab's shared
+    kernel-side call) and ``judge(spec, value, report)`` (its shared rule); raise
+    :class:`CheckFailed` naming the case on the first failure. An error raised inside the
+    student's code becomes the failure, explained by :func:`labcore.checks.rules.raised_message`
+    (``shape_hint``, ``hints``); ``NotImplementedError`` (an unfinished exercise) passes through.
+    """
+    for case, spec in cases:
+        try:
+            value, extra = call(spec)
+        except (NotImplementedError, CheckFailed):
+            raise
+        except Exception as err:  # any error in the student's code becomes feedback
+            message = raised_message(err, shape_hint=shape_hint, hints=hints)
+            raise CheckFailed(f"[{case}] {message}") from None
+        problem = judge(spec, value, extra)
+        if problem:
+            raise CheckFailed(f"[{case}] {problem}")

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 import labcore
 from labcore import attention as ref
-from labcore.checks import CheckFailed, passed
+from labcore.checks import passed, rules, run_judged
 from labcore.transformer import GPT, Block, GPTConfig
 
 __all__ = [
@@ -65,6 +65,13 @@ import torch
 import torch.nn.functional as F
 
 import labcore.attention as _la
+from labcore.checks.rules import (
+    changed,
+    copies,
+    on_meta,
+    reference_in_place,
+    watch_global_state,
+)
 
 _SDPA = _la.scaled_dot_product_attention  # the original, captured before it is forbidden
 
@@ -119,51 +126,11 @@ def _ref_self_attention(x, attn):
 _REFERENCES = {"attention": _ref_attention, "causal_mask": _ref_causal_mask,
                "split_heads": _ref_split_heads, "merge_heads": _ref_merge_heads,
                "self_attention": _ref_self_attention}
-_MISSING = object()
 
 
-@contextlib.contextmanager
 def _bound(fn, names):
     """labcore's references under ``names`` in ``fn``'s namespace during the call."""
-    space = getattr(fn, "__globals__", None)
-    saved = {}
-    if isinstance(space, dict):
-        for name in names:
-            saved[name] = space.get(name, _MISSING)
-            space[name] = _REFERENCES[name]
-    try:
-        yield
-    finally:
-        for name, old in saved.items():
-            if old is _MISSING:
-                space.pop(name, None)
-            else:
-                space[name] = old
-
-
-def _devices(out):
-    if isinstance(out, torch.Tensor):
-        return [str(out.device)]
-    if isinstance(out, (list, tuple)):
-        return [d for item in out for d in _devices(item)]
-    return ["not a tensor: " + type(out).__name__]
-
-
-def _probe():
-    """The caller's CPU RNG state, then a probe state (a reseed to anything would change it)."""
-    saved = torch.random.get_rng_state()
-    torch.default_generator.manual_seed(0x5EED0B5E)
-    return saved, torch.random.get_rng_state(), torch.get_default_dtype()
-
-
-def _changed(rng, dtype):
-    """What the call changed; the caller's RNG state and default dtype are put back."""
-    saved, probe = rng
-    now = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    changed = not torch.equal(probe, torch.random.get_rng_state())
-    torch.random.set_rng_state(saved)
-    return {"global_rng": changed, "default_dtype": str(now) if now != dtype else ""}
+    return reference_in_place(fn, {name: _REFERENCES[name] for name in names})
 '''
 
 #: ``attention``, ``causal_mask``, ``attention_to``: positional ``spec["args"]``, keyword
@@ -176,25 +143,15 @@ CALL_SOURCE = (
 def call(fn, spec):
     args = list(spec["args"])
     kwargs = dict(spec.get("kwargs", {}))
-    before = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in args]
-    *rng, dtype = _probe()
-    with _no_fused_attention(), torch.no_grad():
+    before = copies(args)
+    with watch_global_state() as extra, _no_fused_attention(), torch.no_grad():
         value = fn(*args, **kwargs)
-    extra = _changed(rng, dtype)
-    extra["mutated"] = [i for i, (a, c) in enumerate(zip(args, before))
-                        if c is not None and not (a.shape == c.shape and torch.equal(a, c))]
+    extra["mutated"] = changed(args, before)
     if spec.get("meta"):
-        if any(isinstance(a, torch.Tensor) for a in args):
-            meta_args = [a.to("meta") if isinstance(a, torch.Tensor) else a for a in args]
-            meta_kwargs = kwargs
-        else:
-            meta_args, meta_kwargs = args, {**kwargs, "device": "meta"}
-        try:
-            with _no_fused_attention(), torch.no_grad():
-                extra["meta"] = _devices(fn(*meta_args, **meta_kwargs))
-        except Exception as err:
-            extra["meta"] = "error: " + (type(err).__name__ + ": " + str(err))[:300]
-        torch.set_default_dtype(dtype)
+        if not any(isinstance(a, torch.Tensor) for a in args):
+            kwargs["device"] = "meta"  # causal_mask(T, device=...)
+        with _no_fused_attention(), torch.no_grad():
+            extra["meta"] = on_meta(fn, *args, **kwargs)
     return value, extra
 """
 )
@@ -213,26 +170,25 @@ def call(fn, spec, merge=None):
         merge = getattr(fn, "__globals__", {}).get("merge_heads")
     if op != "split" and op != "error" and not callable(merge):
         raise NameError("merge_heads is not defined")
-    *rng, dtype = _probe()
-    if op == "split":
-        value = fn(x, spec["n_heads"])
-    elif op == "merge":
-        value = merge(x)
-    elif op == "roundtrip":
-        value = merge(fn(x, spec["n_heads"]))
-    else:
-        try:
-            fn(x, spec["n_heads"])
-        except NotImplementedError:
-            raise
-        except ValueError:
-            value = "ValueError"
-        except Exception as err:
-            value = type(err).__name__
+    with watch_global_state() as extra:
+        if op == "split":
+            value = fn(x, spec["n_heads"])
+        elif op == "merge":
+            value = merge(x)
+        elif op == "roundtrip":
+            value = merge(fn(x, spec["n_heads"]))
         else:
-            value = "returned normally"
-    extra = _changed(rng, dtype)
-    extra["mutated"] = [] if torch.equal(x, before) else [0]
+            try:
+                fn(x, spec["n_heads"])
+            except NotImplementedError:
+                raise
+            except ValueError:
+                value = "ValueError"
+            except Exception as err:
+                value = type(err).__name__
+            else:
+                value = "returned normally"
+    extra["mutated"] = changed([x], [before])
     return value, extra
 """
 )
@@ -272,11 +228,9 @@ def call(fn, spec):
     for m in forbidden:
         m.forward = _stub(message)
     before = x.clone()
-    *rng, dtype = _probe()
-    with _bound(fn, names), _no_fused_attention(), torch.no_grad():
+    with watch_global_state() as extra, _bound(fn, names), _no_fused_attention(), torch.no_grad():
         value = fn(x, module)
-    extra = _changed(rng, dtype)
-    extra["mutated"] = [] if torch.equal(x, before) else [0]
+    extra["mutated"] = changed([x], [before])
     extra["params_changed"] = any(not torch.equal(p.detach().cpu(), spec["state"][n])
                                   for n, p in module.state_dict().items())
     return value, extra
@@ -301,13 +255,11 @@ def call(fn, spec):
     before = tokens.clone()
     with torch.no_grad():
         clean = model(tokens)
-    *rng, dtype = _probe()
-    with torch.no_grad():
+    with watch_global_state() as extra, torch.no_grad():
         value = fn(model, tokens, spec["layer"], spec["head"])
-    extra = _changed(rng, dtype)
     with torch.no_grad():
         after = model(tokens)
-    extra["mutated"] = [] if torch.equal(tokens, before) else [1]
+    extra["mutated"] = [1 + i for i in changed([tokens], [before])]  # fn(model, tokens, ...)
     extra["params_changed"] = any(not torch.equal(p.detach().cpu(), spec["state"][n])
                                   for n, p in model.state_dict().items())
     extra["hook_left"] = (not extra["params_changed"]) and not torch.equal(after, clean)
@@ -318,186 +270,19 @@ def call(fn, spec):
 )
 
 
-def _compile(source: str) -> Callable[..., tuple[Any, dict]]:
-    namespace: dict[str, Any] = {}
-    exec(source, namespace)  # the grader's kernel runs the very same source
-    return namespace["call"]
-
-
 _SOURCES = (CALL_SOURCE, SPLIT_CALL_SOURCE, MODULE_CALL_SOURCE, ABLATE_CALL_SOURCE)
-_CALLS = {source: _compile(source) for source in _SOURCES}
-
-
-# ----------------------------------------------------------------------------- message helpers
-def _short(value: Any, limit: int = 6) -> str:
-    """A short description of any value (type, shape, dtype, a few entries)."""
-    if isinstance(value, Tensor):
-        if value.device.type == "meta":
-            return f"tensor(shape={tuple(value.shape)}, dtype={value.dtype}, device=meta)"
-        flat = value.detach().flatten().cpu()
-        if flat.is_floating_point():
-            head = ", ".join(f"{v:.4g}" for v in flat[:limit].tolist())
-        else:
-            head = ", ".join(str(v) for v in flat[:limit].tolist())
-        more = ", ..." if flat.numel() > limit else ""
-        return f"tensor(shape={tuple(value.shape)}, dtype={value.dtype}, values=[{head}{more}])"
-    if isinstance(value, list | tuple):
-        inner = ", ".join(_short(v) for v in value[:3])
-        more = ", ..." if len(value) > 3 else ""
-        return f"{type(value).__name__} of length {len(value)} ({inner}{more})"
-    type_name = getattr(value, "type_name", None)  # an Opaque of the grader
-    if isinstance(type_name, str):
-        return f"an object of type {type_name}"
-    text = repr(value)
-    return text if len(text) <= 100 else text[:97] + "..."
-
-
-def _tolerance(dtype: torch.dtype) -> dict[str, float]:
-    return {"atol": 1e-10, "rtol": 1e-8} if dtype == F64 else {"atol": 2e-5, "rtol": 1e-4}
-
-
-def _same_device(a: torch.device | str, b: torch.device | str) -> bool:
-    """Same device type, and the same index where both name one ("cuda" is "cuda:0")."""
-    a, b = torch.device(a), torch.device(b)
-    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
-
-
-def _tensor_rule(
-    got: Any,
-    expected: Tensor,
-    *,
-    what: str,
-    dtype: torch.dtype,
-    device: torch.device | str,
-    hint: str,
-    diagnoses: dict[str, Callable[[], Tensor]] | None = None,
-    exact: bool = False,
-) -> str | None:
-    """Type, shape, dtype, device, then values of ``got`` against ``expected``.
-
-    ``diagnoses`` maps a hint to what a typical mistake returns; the first that matches ``got``
-    (and differs from ``expected``) replaces ``hint``.
-    """
-    if not isinstance(got, Tensor):
-        return f"{what} should be a torch.Tensor, got {_short(got)}\n  hint: {hint}"
-    if got.shape != expected.shape:
-        return (
-            f"{what} should have shape {tuple(expected.shape)}, got {tuple(got.shape)}"
-            f"\n  hint: {hint}"
-        )
-    if got.dtype != dtype:
-        return (
-            f"{what} should have dtype {dtype} (the input's), got {got.dtype}\n  hint: compute in "
-            "the input's dtype: no .float()/.double(), and new tensors take dtype=... from the input"
-        )
-    if not _same_device(got.device, device):
-        return (
-            f"{what} should be on {device} (the input's device), got {got.device}\n  hint: "
-            "create new tensors with device=... (or *_like) from the input"
-        )
-    values = got.detach().cpu()
-    want = expected.detach().cpu()
-    tol = {"atol": 0.0, "rtol": 0.0} if exact else _tolerance(dtype)
-    if values.dtype == torch.bool:
-        if torch.equal(values, want):
-            return None
-    elif torch.allclose(values.to(F64), want.to(F64), **tol):
-        return None
-    for text, make in (diagnoses or {}).items():
-        try:
-            candidate = make().detach().cpu()
-        except Exception:  # this mistake cannot happen for this input
-            continue
-        if candidate.shape != want.shape:
-            continue
-        if values.dtype == torch.bool:
-            same = torch.equal(values, candidate.to(torch.bool))
-            differs = not torch.equal(candidate.to(torch.bool), want)
-        else:
-            loose = {"atol": 10 * tol["atol"] + 1e-6, "rtol": 10 * tol["rtol"] + 1e-5}
-            same = torch.allclose(  # a NaN row matches a zero row: 0/0 is a mistake of its own
-                values.to(F64).nan_to_num(0.0), candidate.to(F64).nan_to_num(0.0), **loose
-            )
-            differs = not torch.allclose(candidate.to(F64), want.to(F64), equal_nan=True, **tol)
-        if same and differs:
-            hint = text
-            break
-    if values.dtype == torch.bool:
-        body = f"{int((values != want).sum())} of {want.numel()} entries differ (1 = True)"
-        shown = f"\n  expected: {want[:5, :5].int().tolist()}\n  got:      "
-        shown += f"{values[:5, :5].int().tolist()}" if want.ndim == 2 else ""
-        return f"{what}: {body}{shown}\n  hint: {hint}"
-    if not torch.isfinite(values).all() and torch.isfinite(want).all():
-        body = f"{int((~torch.isfinite(values)).sum())} of {values.numel()} entries are NaN or inf"
-    else:
-        error = (values.to(F64) - want.to(F64)).abs().max().item()
-        body = f"values differ (max abs error {error:.3g}, tolerance {tol['atol']:g} + "
-        body += f"{tol['rtol']:g}*|expected|)"
-    shown = want.to(got.dtype) if want.is_floating_point() and got.is_floating_point() else want
-    return f"{what}: {body}\n  expected: {_short(shown)}\n  got:      {_short(got)}\n  hint: {hint}"
-
-
-def _common(extra: dict[str, Any], names: list[str]) -> str | None:
-    """Inputs unchanged, the model's weights unchanged, global RNG and default dtype untouched."""
-    mutated = extra.get("mutated")
-    if not isinstance(mutated, list):
-        return "the call could not tell whether your function changed its inputs"
-    if mutated:
-        which = ", ".join(repr(names[i]) if 0 <= i < len(names) else "?" for i in mutated)
-        return (
-            f"your function modified its input {which} in place\n  hint: the caller's tensors "
-            "must not change: use out-of-place operations (a = a / b, not a /= b or a.div_(b))"
-        )
-    if extra.get("params_changed"):
-        return (
-            "your function changed the weights of the module or model it was given\n  hint: "
-            "read the weights, never write them; an ablation changes an activation during one "
-            "forward pass (a hook), not a parameter"
-        )
-    if extra.get("global_rng"):
-        return (
-            "your function changed the global random state (torch.manual_seed or a draw from the "
-            "global generator)\n  hint: nothing in this exercise is random: leave the caller's "
-            "random stream alone"
-        )
-    if extra.get("default_dtype"):
-        return f"your function changed the default dtype to {extra['default_dtype']}"
-    return None
-
-
-def _meta_rule(extra: dict[str, Any], n_outputs: int) -> str | None:
-    """The ``meta`` run: every output on the inputs' (or the requested) device."""
-    if "meta" not in extra:
-        return None
-    report = extra["meta"]
-    if isinstance(report, str):
-        low = report.lower()
-        if "device" not in low and "copy out of meta" not in low:
-            return None  # an operation without a meta kernel: no verdict
-        return (
-            "on the 'meta' device (shapes only, a stand-in for a GPU) your function raised "
-            f"{report}\n  hint: work on the input's device: a tensor created without device=... "
-            "lands on the CPU"
-        )
-    wrong = [d for d in report if d != "meta"]
-    if wrong or len(report) != n_outputs:
-        return (
-            "with the device 'meta' (a stand-in for a GPU) your function returned results on "
-            f"{sorted(set(report))}, expected 'meta'\n  hint: create new tensors with "
-            "device=... (the argument, or the input's device)"
-        )
-    return None
+_CALLS = {source: rules.compile_call(source) for source in _SOURCES}
 
 
 # ----------------------------------------------------------------------------- exercise 1
 def _rule_attention(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | None:
     q, k, v, mask = spec["args"]
-    problem = _common(extra, ["q", "k", "v", "mask"])
+    problem = rules.common(extra, ["q", "k", "v", "mask"])
     if problem:
         return problem
     if not isinstance(got, list | tuple) or len(got) != 2:
         return (
-            f"expected a pair (out, weights), got {_short(got)}\n  hint: the statement asks for "
+            f"expected a pair (out, weights), got {rules.short(got)}\n  hint: the statement asks for "
             "both the output and the attention weights, in that order"
         )
     out, weights = got
@@ -535,7 +320,7 @@ def _rule_attention(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> st
         diagnoses[
             "the mask acts on the scores before the softmax (masked scores get weight exactly 0)"
         ] = lambda: soft(scores / math.sqrt(d_k))
-    problem = _tensor_rule(
+    problem = rules.tensor_rule(
         weights,
         w_ref,
         what="weights",
@@ -547,7 +332,7 @@ def _rule_attention(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> st
     )
     if problem:
         return problem
-    problem = _tensor_rule(
+    problem = rules.tensor_rule(
         out,
         out_ref,
         what="out",
@@ -559,14 +344,14 @@ def _rule_attention(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> st
             "out is the weights times the values (v), not the keys": lambda: w_ref @ k64,
         },
     )
-    return problem or _meta_rule(extra, 2)
+    return problem or rules.meta_rule(extra, 2)
 
 
 # ----------------------------------------------------------------------------- exercise 2
 def _rule_causal_mask(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | None:
     (T,) = spec["args"]
     device = spec.get("kwargs", {}).get("device") or "cpu"
-    problem = _common(extra, ["T"])
+    problem = rules.common(extra, ["T"])
     if problem:
         return problem
     expected = torch.ones(T, T, dtype=torch.bool).tril()
@@ -575,7 +360,7 @@ def _rule_causal_mask(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> 
             f"the mask should be a bool tensor, got dtype {got.dtype}\n  hint: torch's "
             "convention is a bool mask, True where attention is allowed"
         )
-    problem = _tensor_rule(
+    problem = rules.tensor_rule(
         got,
         expected,
         what="the mask",
@@ -592,12 +377,12 @@ def _rule_causal_mask(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> 
             "True marks the allowed keys (j <= i), not the masked ones": lambda: ~expected,
         },
     )
-    return problem or _meta_rule(extra, 1)
+    return problem or rules.meta_rule(extra, 1)
 
 
 # ----------------------------------------------------------------------------- exercise 3
 def _rule_split(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | None:
-    problem = _common(extra, ["x"])
+    problem = rules.common(extra, ["x"])
     if problem:
         return problem
     op, x = spec["op"], spec["x"].cpu()
@@ -615,7 +400,7 @@ def _rule_split(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | 
         batch, pos, d_model = x.shape
         expected = ref.split_heads(x, n)
         wrong = x.reshape(batch, n, pos, d_model // n)
-        return _tensor_rule(
+        return rules.tensor_rule(
             got,
             expected,
             what=f"split_heads(x, {n})",
@@ -633,7 +418,7 @@ def _rule_split(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | 
         )
     expected = ref.merge_heads(x) if op == "merge" else x
     what = "merge_heads(z)" if op == "merge" else "merge_heads(split_heads(x)), which should be x,"
-    return _tensor_rule(
+    return rules.tensor_rule(
         got,
         expected,
         what=what,
@@ -734,7 +519,7 @@ def _block_mistakes(x: Tensor, block: Block) -> dict:
 
 
 def _rule_module(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | None:
-    problem = _common(extra, ["x"])
+    problem = rules.common(extra, ["x"])
     if problem:
         return problem
     x = spec["x"]
@@ -764,7 +549,7 @@ def _rule_module(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str |
                 continue
     if isinstance(got, Tensor):
         got = got.detach()
-    return _tensor_rule(
+    return rules.tensor_rule(
         got,
         expected,
         what=what,
@@ -777,7 +562,7 @@ def _rule_module(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str |
 
 # ----------------------------------------------------------------------------- exercise 6
 def _rule_attention_to(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | None:
-    problem = _common(extra, ["pattern", "query_pos", "key_pos"])
+    problem = rules.common(extra, ["pattern", "query_pos", "key_pos"])
     if problem:
         return problem
     p, qpos, kpos = (t.cpu() for t in spec["args"])
@@ -790,7 +575,7 @@ def _rule_attention_to(spec: dict[str, Any], got: Any, extra: dict[str, Any]) ->
             "prompt's positions: the batch axis must be indexed together with them, element by "
             "element (advanced indexing)"
         )
-    problem = _tensor_rule(
+    problem = rules.tensor_rule(
         got,
         expected,
         what="attention_to(pattern, query_pos, key_pos)",
@@ -806,7 +591,7 @@ def _rule_attention_to(spec: dict[str, Any], got: Any, extra: dict[str, Any]) ->
             "in order": lambda: p[torch.arange(batch).flip(0), :, qpos, kpos],
         },
     )
-    return problem or _meta_rule(extra, 1)
+    return problem or rules.meta_rule(extra, 1)
 
 
 # ----------------------------------------------------------------------------- exercise 7
@@ -831,7 +616,7 @@ def _ablated(model: GPT, tokens: Tensor, layer: int, heads: Any, where: str = "z
 
 
 def _rule_ablate(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | None:
-    problem = _common(extra, ["model", "tokens", "layer", "head"])
+    problem = rules.common(extra, ["model", "tokens", "layer", "head"])
     if problem:
         return problem
     if extra.get("hook_left"):
@@ -870,7 +655,7 @@ def _rule_ablate(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str |
             ] = lambda other=other: _ablated(model, tokens, layer, other)
     if isinstance(got, Tensor):
         got = got.detach()
-    return _tensor_rule(
+    return rules.tensor_rule(
         got,
         expected,
         what="the logits",
@@ -911,38 +696,7 @@ def call_function(
     return _CALLS[EXERCISES[exercise][0]](fn, spec, *extra_args)
 
 
-_SHAPE_WORDS = ("size of tensor", "shape", "must match", "cannot be multiplied", "dimension")
-
-
-def _run(
-    exercise: str, fn: Callable, cases: list[tuple[str, dict[str, Any]]], *extra_args: Any
-) -> None:
-    """Run every case through the shared call and rule; raise :class:`CheckFailed` on the first
-    failure, print one success line otherwise."""
-    for case, spec in cases:
-        try:
-            value, extra = call_function(exercise, fn, spec, *extra_args)
-        except NotImplementedError:
-            raise
-        except CheckFailed:
-            raise
-        except Exception as err:  # any error in the student's code becomes feedback
-            text = f"[{case}] your function raised {type(err).__name__}: {err}"
-            if any(word in str(err).lower() for word in _SHAPE_WORDS):
-                text += (
-                    "\n  hint: a shape error inside your function: write down the shape of every "
-                    "intermediate (the statement gives them) and check transposes and the axes "
-                    "you split or index"
-                )
-            raise CheckFailed(text) from None
-        problem = judge(exercise, spec, value, extra)
-        if problem:
-            raise CheckFailed(f"[{case}] {problem}")
-
-
 # ----------------------------------------------------------------------------- the cases
-def _device() -> torch.device:
-    return torch.device(labcore.get_device())
 
 
 def _state(module: torch.nn.Module) -> dict[str, Tensor]:
@@ -1126,8 +880,13 @@ _CHECK_SEEDS = {name: 200 + i for i, name in enumerate(CASES)}
 
 def _check(exercise: str, fn: Callable, *extra_args: Any, label: str | None = None) -> None:
     g = torch.Generator().manual_seed(_CHECK_SEEDS[exercise])
-    cases = CASES[exercise](g, _device())
-    _run(exercise, fn, cases, *extra_args)
+    cases = CASES[exercise](g, labcore.get_device())
+    run_judged(
+        cases,
+        lambda spec: call_function(exercise, fn, spec, *extra_args),
+        lambda spec, value, extra: judge(exercise, spec, value, extra),
+        shape_hint="check transposes and the axes you split or index",
+    )
     passed(label or exercise, len(cases))
 
 

@@ -24,13 +24,12 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 
 import labcore
 from labcore import attribution as ref
 from labcore import probabilistic
-from labcore.checks import CheckFailed, passed
+from labcore.checks import passed, rules, run_judged
 from labcore.mlp import MLP
 
 __all__ = [
@@ -65,6 +64,7 @@ CALL_SOURCE = """
 def call(fn, spec):
     import torch
 
+    from labcore.checks.rules import watch_global_state
     from labcore.mlp import MLP
 
     args = list(spec["args"])
@@ -95,20 +95,15 @@ def call(fn, spec):
 
     before = [[(t.detach().clone(), t.requires_grad, t.grad is None) for t in tensors(a)]
               for a in args]
-    rng, dtype = torch.random.get_rng_state(), torch.get_default_dtype()
-    value = fn(*lead, *args)
+    with watch_global_state() as extra:  # a probe RNG state; the caller's is put back
+        value = fn(*lead, *args)
     after = [tensors(a) for a in args]
-    extra = {
-        "mutated": [i for i, (a, b) in enumerate(zip(after, before))
-                    if len(a) != len(b) or any(changed(t, c) for t, c in zip(a, b))],
-        "grad_flag": [i for i, (a, b) in enumerate(zip(after, before))
-                      if len(a) == len(b) and any(flagged(t, c) for t, c in zip(a, b))],
-        "global_rng": not torch.equal(rng, torch.random.get_rng_state()),
-        "default_dtype": str(torch.get_default_dtype()) if torch.get_default_dtype() != dtype else "",
-        "model_changed": model is not None and any(
-            not torch.equal(p.detach(), state[n]) for n, p in model.named_parameters()),
-    }
-    torch.set_default_dtype(dtype)
+    extra["mutated"] = [i for i, (a, b) in enumerate(zip(after, before))
+                        if len(a) != len(b) or any(changed(t, c) for t, c in zip(a, b))]
+    extra["grad_flag"] = [i for i, (a, b) in enumerate(zip(after, before))
+                          if len(a) == len(b) and any(flagged(t, c) for t, c in zip(a, b))]
+    extra["params_changed"] = model is not None and any(
+        not torch.equal(p.detach(), state[n]) for n, p in model.named_parameters())
     if isinstance(value, torch.Tensor):
         value = value.detach()
     elif isinstance(value, (list, tuple)):
@@ -124,6 +119,7 @@ CASCADE_CALL_SOURCE = """
 def call(fn, spec):
     import torch
 
+    from labcore.checks.rules import watch_global_state
     from labcore.mlp import MLP
 
     m = spec["model"]
@@ -146,14 +142,9 @@ def call(fn, spec):
             return [params(stage) for stage in models]
         return "not a list: " + type(models).__name__
 
-    rng, dtype = torch.random.get_rng_state(), torch.get_default_dtype()
-    got = fn(model, torch.Generator().manual_seed(spec["seeds"][0]))
-    extra = {
-        "global_rng": not torch.equal(rng, torch.random.get_rng_state()),
-        "default_dtype": str(torch.get_default_dtype()) if torch.get_default_dtype() != dtype else "",
-        "type": type(got).__name__,
-    }
-    torch.set_default_dtype(dtype)
+    with watch_global_state() as extra:  # a probe RNG state; the caller's is put back
+        got = fn(model, torch.Generator().manual_seed(spec["seeds"][0]))
+    extra["type"] = type(got).__name__
     value = listed(got)
     again = listed(fn(model, torch.Generator().manual_seed(spec["seeds"][0])))
     other = listed(fn(model, torch.Generator().manual_seed(spec["seeds"][1])))
@@ -164,13 +155,7 @@ def call(fn, spec):
 """
 
 
-def _compile(source: str) -> Callable[[Callable, dict], tuple[Any, dict]]:
-    namespace: dict[str, Any] = {}
-    exec(source, namespace)  # the grader's kernel runs the very same source
-    return namespace["call"]
-
-
-_CALLS = {source: _compile(source) for source in (CALL_SOURCE, CASCADE_CALL_SOURCE)}
+_CALLS = {source: rules.compile_call(source) for source in (CALL_SOURCE, CASCADE_CALL_SOURCE)}
 
 
 # ----------------------------------------------------------------------------- models
@@ -212,135 +197,14 @@ def _rebuild(info: dict[str, Any]) -> MLP:
     return model.eval()
 
 
+def _tensor_rule(got: Any, expected: Tensor, like: Tensor, **kwargs: Any) -> str | None:
+    """:func:`labcore.checks.rules.tensor_rule` with this lab's tolerance (1e-5 + 1e-4 |x|
+    unless given: the references differentiate through float32 models)."""
+    return rules.tensor_rule(got, expected, like, **{"atol": 1e-5, "rtol": 1e-4, **kwargs})
+
+
 def _cpu(value: Any) -> Any:
     return value.detach().cpu() if isinstance(value, Tensor) else value
-
-
-# ----------------------------------------------------------------------------- message helpers
-def _short(value: Any, limit: int = 6) -> str:
-    """A short description of any value (type, shape, dtype, a few entries)."""
-    if isinstance(value, Tensor):
-        flat = value.detach().flatten().cpu()
-        if flat.is_floating_point():
-            head = ", ".join(f"{v:.4g}" for v in flat[:limit].tolist())
-        else:
-            head = ", ".join(str(v) for v in flat[:limit].tolist())
-        more = ", ..." if flat.numel() > limit else ""
-        return f"tensor(shape={tuple(value.shape)}, dtype={value.dtype}, values=[{head}{more}])"
-    if isinstance(value, np.ndarray):
-        return f"numpy.ndarray(shape={value.shape}, dtype={value.dtype})"
-    if isinstance(value, list | tuple):
-        inner = ", ".join(_short(v) for v in value[:3])
-        return f"{type(value).__name__} of length {len(value)} ({inner}{', ...' if len(value) > 3 else ''})"
-    type_name = getattr(value, "type_name", None)  # an Opaque of the grader
-    if isinstance(type_name, str):
-        return f"an object of type {type_name}"
-    text = repr(value)
-    return text if len(text) <= 100 else text[:97] + "..."
-
-
-def _tensor_rule(
-    got: Any,
-    expected: Tensor,
-    like: Tensor,
-    *,
-    what: str,
-    atol: float = 1e-5,
-    rtol: float = 1e-4,
-    hint: str = "",
-    diagnoses: dict[str, Callable[[], Tensor]] | None = None,
-) -> str | None:
-    """Type, shape, dtype and device (``like``'s), then values of ``got`` against ``expected``.
-
-    ``diagnoses`` maps a hint to what a typical mistake returns; the first match replaces ``hint``.
-    """
-    if not isinstance(got, Tensor):
-        return f"{what} should be a torch.Tensor, got {_short(got)}" + (
-            "\n  hint: the result must be a torch.Tensor (not a NumPy array, a list or a float)"
-        )
-    if got.shape != expected.shape:
-        return f"{what} should have shape {tuple(expected.shape)}, got {tuple(got.shape)}" + (
-            f"\n  hint: {hint}" if hint else ""
-        )
-    if got.dtype != like.dtype:
-        return (
-            f"{what} should have dtype {like.dtype} (the input's), got {got.dtype}\n  hint: compute "
-            "in the input's dtype: no .float()/.double(), and tensors you create take "
-            "dtype=... from the input"
-        )
-    if got.device != like.device:
-        return (
-            f"{what} should be on {like.device} (the input's device), got {got.device}\n  hint: "
-            "create new tensors with device=... (or *_like) from the input"
-        )
-    values = got.detach().to(F64).cpu()
-    want = expected.detach().to(F64).cpu()
-    if torch.allclose(values, want, atol=atol, rtol=rtol):
-        return None
-    for text, make in (diagnoses or {}).items():
-        try:
-            candidate = make().detach().to(F64).cpu()
-        except Exception:  # this mistake cannot happen for this input
-            continue
-        same = candidate.shape == want.shape and torch.allclose(
-            values, candidate, atol=10 * atol, rtol=10 * rtol, equal_nan=True
-        )
-        if same and not torch.allclose(candidate, want, atol=atol, rtol=rtol):
-            hint = text
-            break
-    if not torch.isfinite(values).all() and torch.isfinite(want).all():
-        where = int((~torch.isfinite(values)).sum())
-        body = f"{where} of {values.numel()} entries are NaN or infinite"
-    else:
-        error = (values - want).abs().max().item()
-        body = (
-            f"values differ (max abs error {error:.3g}, tolerance {atol:g} + {rtol:g}*|expected|)"
-        )
-    return (
-        f"{what}: {body}\n  expected: {_short(want.to(got.dtype))}\n  got:      {_short(got)}"
-        + (f"\n  hint: {hint}" if hint else "")
-    )
-
-
-def _common(extra: dict[str, Any], names: list[str]) -> str | None:
-    """The rules every exercise shares: the caller's tensors come back exactly as they were
-    (values, ``requires_grad``, ``.grad``), the model's parameters untouched, the global RNG and the
-    default dtype untouched."""
-    mutated, flagged = extra.get("mutated"), extra.get("grad_flag")
-    if not isinstance(mutated, list) or not isinstance(flagged, list):
-        return "the call could not tell whether your function changed its inputs"
-
-    def named(indices: list) -> str:
-        return ", ".join(repr(names[i]) if 0 <= i < len(names) else "?" for i in indices)
-
-    if mutated:
-        return (
-            f"your function modified its input {named(mutated)} in place\n  hint: the caller's "
-            "tensors must not change: use out-of-place operations (a = a + b, not a += b, a[...] = "
-            "or a.add_(b)) or work on a copy"
-        )
-    if flagged:
-        return (
-            f"your function changed the caller's tensor {named(flagged)}: it came back with "
-            "requires_grad switched on or with a .grad (the statement says: do not modify x)\n  "
-            "hint: requires_grad_ and .backward() act on the tensor you were given; differentiate "
-            "with respect to a detached copy that requires grad, so that the caller's tensor "
-            "stays as it was"
-        )
-    if extra.get("model_changed"):
-        return (
-            "your function changed the model's parameters\n  hint: an attribution explains the "
-            "model as it is: no optimizer step, no in-place change of a parameter"
-        )
-    if extra.get("global_rng"):
-        return (
-            "your function changed the global random state (torch.manual_seed or a draw from the "
-            "global generator)\n  hint: this exercise needs no global random numbers: draw from "
-            "the generator you are given, if any; the caller's random stream must not change"
-        )
-    if extra.get("default_dtype"):
-        return f"your function changed the default dtype to {extra['default_dtype']}"
-    return None
 
 
 def _explained(model: MLP, x: Tensor, target: Any) -> Tensor:
@@ -362,7 +226,7 @@ def _gradient(model: MLP, x: Tensor, target: Any, all_outputs: bool = False) -> 
 
 
 def _rule_saliency(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | None:
-    problem = _common(extra, ["x", "target"])
+    problem = rules.common(extra, ["x", "target"])
     if problem:
         return problem
     model, (x, target) = _model_args(spec)
@@ -388,7 +252,7 @@ def _rule_saliency(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str
 
 
 def _rule_gxi(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | None:
-    problem = _common(extra, ["x", "target"])
+    problem = rules.common(extra, ["x", "target"])
     if problem:
         return problem
     model, (x, target) = _model_args(spec)
@@ -412,12 +276,6 @@ def _rule_gxi(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | No
     )
 
 
-def _pair(got: Any, what: str) -> str | None:
-    if not isinstance(got, list | tuple) or len(got) != 2:
-        return f"expected a pair ({what}), got {_short(got)}"
-    return None
-
-
 def _ig_nodes(
     model: MLP, x: Tensor, baseline: Tensor, target: Any, alphas: Tensor, weights: Tensor
 ) -> Tensor:
@@ -432,8 +290,8 @@ def _ig_nodes(
 
 
 def _rule_ig(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | None:
-    problem = _common(extra, ["x", "baseline", "target", "steps"]) or _pair(
-        got, "attributions, delta"
+    problem = rules.common(extra, ["x", "baseline", "target", "steps"]) or rules.tuple_rule(
+        got, 2, "attributions, delta"
     )
     if problem:
         return problem
@@ -515,7 +373,7 @@ def _shapley_with(model: MLP, x: Tensor, baseline: Tensor, target: Any, weight) 
 
 
 def _rule_shapley_exact(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | None:
-    problem = _common(extra, ["x", "baseline", "target"])
+    problem = rules.common(extra, ["x", "baseline", "target"])
     if problem:
         return problem
     model, (x, baseline, target) = _model_args(spec)
@@ -578,7 +436,7 @@ def _permutation_reference(model, x: Tensor, baseline: Tensor, perms: Tensor, ta
 
 
 def _rule_shapley_permutations(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | None:
-    problem = _common(extra, ["x", "baseline", "perms", "target"])
+    problem = rules.common(extra, ["x", "baseline", "perms", "target"])
     if problem:
         return problem
     model, (x, baseline, perms, target) = _model_args(spec)
@@ -624,7 +482,7 @@ _CANCELLATION = (
 
 
 def _rule_relu_moments(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | None:
-    problem = _common(extra, ["mean", "var"]) or _pair(got, "mean_out, var_out")
+    problem = rules.common(extra, ["mean", "var"]) or rules.tuple_rule(got, 2, "mean_out, var_out")
     if problem:
         return problem
     mean, var = spec["args"]
@@ -716,7 +574,7 @@ def _rule_relu_moments(spec: dict[str, Any], got: Any, extra: dict[str, Any]) ->
     return (
         f"var_out: values differ (max abs error {error.max().item():.3g} at mean = "
         f"{mu.flatten()[worst].item():.4g}, var = {v.flatten()[worst].item():.3g})\n"
-        f"  expected: {_short(expected_var.to(mean.dtype))}\n  got:      {_short(out)}\n"
+        f"  expected: {rules.short(expected_var.to(mean.dtype))}\n  got:      {rules.short(out)}\n"
         f"  hint: {hint}"
     )
 
@@ -733,11 +591,11 @@ def _table_gaps_reference(table: dict[str, Tensor], x: Tensor) -> dict[str, floa
 
 def _rule_table_gaps(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | None:
     table, x = spec["args"]
-    problem = _common(extra, ["table", "x"])
+    problem = rules.common(extra, ["table", "x"])
     if problem:
         return problem
     if not isinstance(got, dict) or set(got) != set(_GAP_KEYS):
-        keys = sorted(got) if isinstance(got, dict) else _short(got)
+        keys = sorted(got) if isinstance(got, dict) else rules.short(got)
         return f"expected a dict with keys {list(_GAP_KEYS)}, got {keys}"
     table = {k: _cpu(v) for k, v in table.items()}
     x = _cpu(x)
@@ -776,7 +634,7 @@ def _rule_table_gaps(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> s
         value = got[key]
         if not isinstance(value, float) or isinstance(value, bool):
             return (
-                f"{key!r} should be a Python float, got {_short(value)}\n  hint: the statement "
+                f"{key!r} should be a Python float, got {rules.short(value)}\n  hint: the statement "
                 "asks for Python floats: turn a one-element tensor into a number with .item() "
                 "(or float(...))"
             )
@@ -819,7 +677,7 @@ def _rule_cascade(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str 
     if extra.get("type") != "list" or not isinstance(got, list):
         return (
             f"expected a list of {n + 1} models (the original and one per randomised layer, top "
-            f"down), got {extra.get('type', _short(got))}"
+            f"down), got {extra.get('type', rules.short(got))}"
         )
     if len(got) != n + 1:
         return (
@@ -942,32 +800,6 @@ def judge(exercise: str, spec: dict[str, Any], value: Any, extra: dict[str, Any]
 def call_function(exercise: str, fn: Callable, spec: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """Call ``fn`` on ``spec`` exactly as the grader's kernel does (the same source)."""
     return _CALLS[EXERCISES[exercise][0]](fn, spec)
-
-
-_SHAPE_WORDS = ("size of tensor", "shape", "must match", "cannot be multiplied", "dimension")
-
-
-def _run(exercise: str, fn: Callable, cases: list[tuple[str, dict[str, Any]]]) -> None:
-    """Run every case through the shared call and rule; raise :class:`CheckFailed` on the first
-    failure, print one success line otherwise."""
-    for case, spec in cases:
-        try:
-            value, extra = call_function(exercise, fn, spec)
-        except (NotImplementedError, CheckFailed):
-            raise
-        except Exception as err:  # any error in the student's code becomes feedback
-            text = f"[{case}] your function raised {type(err).__name__}: {err}"
-            if any(word in str(err).lower() for word in _SHAPE_WORDS):
-                text += (
-                    "\n  hint: a shape error inside your function: write down the shape of every "
-                    "intermediate (the statement gives the shapes) and check how a baseline of "
-                    "shape (n_features,) and a tensor target broadcast"
-                )
-            raise CheckFailed(text) from None
-        problem = judge(exercise, spec, value, extra)
-        if problem:
-            raise CheckFailed(f"[{case}] {problem}")
-    passed(exercise, len(cases))
 
 
 # ----------------------------------------------------------------------------- the cases
@@ -1239,7 +1071,14 @@ _CHECK_SEEDS = {name: 300 + i for i, name in enumerate(CASES)}
 
 def _check(exercise: str, fn: Callable) -> None:
     g = torch.Generator().manual_seed(_CHECK_SEEDS[exercise])
-    _run(exercise, fn, CASES[exercise](g, torch.device(labcore.get_device())))
+    cases = CASES[exercise](g, labcore.get_device())
+    run_judged(
+        cases,
+        lambda spec: call_function(exercise, fn, spec),
+        lambda spec, value, extra: judge(exercise, spec, value, extra),
+        shape_hint="check how a baseline of shape (n_features,) and a tensor target broadcast",
+    )
+    passed(exercise, len(cases))
 
 
 # ----------------------------------------------------------------------------- the checks

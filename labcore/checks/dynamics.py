@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import torch
@@ -25,9 +24,17 @@ import torch
 import labcore
 from labcore import dynamics as D
 from labcore import mean_field as MF
-from labcore.checks import CheckFailed, assert_unchanged, compare, passed, run_case, snapshot
+from labcore.checks import (
+    CheckFailed,
+    assert_unchanged,
+    compare,
+    passed,
+    rules,
+    run_case,
+    snapshot,
+    without,
+)
 from labcore.checks import diagnose as _diagnose
-from labcore.checks import forbid as _forbid
 
 __all__ = [
     "check_project_tangent",
@@ -44,7 +51,6 @@ __all__ = [
     "judge",
     "order_rule",
     "counts_rule",
-    "meta_report",
 ]
 
 Tensor = torch.Tensor
@@ -54,25 +60,6 @@ F64 = torch.float64
 # --------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------
-def _device() -> torch.device:
-    return labcore.get_device()
-
-
-def _tolerance(dtype: torch.dtype) -> dict[str, float]:
-    return {"atol": 1e-10, "rtol": 1e-8} if dtype == F64 else {"atol": 2e-5, "rtol": 1e-4}
-
-
-@contextlib.contextmanager
-def _without(*targets: tuple[object, str], what: str) -> Iterator[None]:
-    """Make the labcore functions ``targets`` fail while the student's code runs."""
-    with contextlib.ExitStack() as stack:
-        for module, name in targets:
-            message = (
-                f"this exercise asks you to write {what} yourself; do not call "
-                f"{module.__name__}.{name} (the check compares your result with it)"
-            )
-            stack.enter_context(mock.patch.object(module, name, _forbid(message)))
-        yield
 
 
 def _random_sphere(g: torch.Generator, *shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -169,45 +156,27 @@ def _reference_order(method: str, dts: list[float], t_max: float, phi0: float) -
 #: tensors (shapes only: a stand-in for a GPU that catches tensors created on the CPU).
 CALL_SOURCE = """
 def call(fn, spec):
-    import torch
+    from labcore.checks.rules import changed, copies, on_meta, watch_global_state
 
     args = list(spec["args"])
-    before = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in args]
-    rng, dtype = torch.random.get_rng_state(), torch.get_default_dtype()
+    before = copies(args)
     raised = ""
-    try:
-        value = fn(*args)
-    except NotImplementedError:
-        raise
-    except Exception as err:
-        value, raised = None, (type(err).__name__ + ": " + str(err))[:400]
-    extra = {
-        "raised": raised,
-        "mutated": [i for i, (a, c) in enumerate(zip(args, before))
-                    if c is not None and not (a.shape == c.shape and torch.equal(a.detach(), c))],
-        "global_rng": not torch.equal(rng, torch.random.get_rng_state()),
-        "default_dtype": str(torch.get_default_dtype()) if torch.get_default_dtype() != dtype else "",
-    }
-    torch.set_default_dtype(dtype)
-    if spec.get("meta") and not raised:
-        meta = [a.detach().to("meta") if isinstance(a, torch.Tensor) else a for a in args]
+    with watch_global_state() as extra:  # a probe RNG state; the caller's is put back
         try:
-            out = fn(*meta)
-            extra["meta"] = [str(out.device) if isinstance(out, torch.Tensor)
-                             else "not a tensor: " + type(out).__name__]
+            value = fn(*args)
+        except NotImplementedError:
+            raise
         except Exception as err:
-            extra["meta"] = "error: " + (type(err).__name__ + ": " + str(err))[:300]
+            value, raised = None, (type(err).__name__ + ": " + str(err))[:400]
+    extra["raised"] = raised
+    extra["mutated"] = changed(args, before)
+    if spec.get("meta") and not raised:
+        extra["meta"] = on_meta(fn, *args)
     return value, extra
 """
 
 
-def _compile(source: str) -> Callable[[Callable, dict], tuple[Any, dict]]:
-    namespace: dict[str, Any] = {}
-    exec(source, namespace)  # the grader's kernel runs the very same source
-    return namespace["call"]
-
-
-_CALL = _compile(CALL_SOURCE)
+_CALL = rules.compile_call(CALL_SOURCE)
 
 #: The argument names of the exercises judged by :func:`judge`.
 ARG_NAMES = {
@@ -256,30 +225,6 @@ _SHAPE_HINTS = {
 }
 
 
-def _short(value: Any, limit: int = 6) -> str:
-    """A short description of any value (type, shape, dtype, a few entries)."""
-    if isinstance(value, Tensor):
-        if value.device.type == "meta":
-            return f"tensor(shape={tuple(value.shape)}, dtype={value.dtype}, device=meta)"
-        flat = value.detach().flatten().cpu()
-        if flat.is_floating_point():
-            head = ", ".join(f"{v:.4g}" for v in flat[:limit].tolist())
-        else:
-            head = ", ".join(str(v) for v in flat[:limit].tolist())
-        more = ", ..." if flat.numel() > limit else ""
-        return f"tensor(shape={tuple(value.shape)}, dtype={value.dtype}, values=[{head}{more}])"
-    if isinstance(value, np.ndarray):
-        return f"numpy.ndarray(shape={value.shape}, dtype={value.dtype})"
-    if isinstance(value, list | tuple):
-        inner = ", ".join(_short(v) for v in value[:3])
-        return f"{type(value).__name__} of length {len(value)} ({inner}{', ...' if len(value) > 3 else ''})"
-    type_name = getattr(value, "type_name", None)  # an Opaque of the grader
-    if isinstance(type_name, str):
-        return f"an object of type {type_name}"
-    text = repr(value)
-    return text if len(text) <= 100 else text[:97] + "..."
-
-
 def _explain_raised(function: str, raised: str, args: list) -> str:
     """The message for an error raised inside the student's function; shape errors explained."""
     names = ARG_NAMES[function]
@@ -295,121 +240,6 @@ def _explain_raised(function: str, raised: str, args: list) -> str:
             f"do not line up met in one operation\n  hint: {_SHAPE_HINTS[function]}"
         )
     return text
-
-
-def _common(extra: dict[str, Any], names: list[str]) -> str | None:
-    """The rules every exercise shares: inputs unchanged, global RNG and default dtype untouched."""
-    mutated = extra.get("mutated")
-    if not isinstance(mutated, list):
-        return "the call could not tell whether your function changed its inputs"
-    if mutated:
-        which = ", ".join(repr(names[i]) if 0 <= i < len(names) else "?" for i in mutated)
-        return (
-            f"your function modified its input {which} in place\n  hint: the caller's tensors "
-            "must not change: use out-of-place operations (a = a + b, not a += b or a.mul_(b))"
-        )
-    if extra.get("global_rng"):
-        return (
-            "your function changed the global random state (torch.manual_seed or a draw from the "
-            "global generator)\n  hint: this computation needs no randomness"
-        )
-    if extra.get("default_dtype"):
-        return f"your function changed the default dtype to {extra['default_dtype']}"
-    return None
-
-
-def _meta_rule(extra: dict[str, Any]) -> str | None:
-    """The ``meta`` run: the output on the inputs' device."""
-    if "meta" not in extra:
-        return None
-    report = extra["meta"]
-    if isinstance(report, str):
-        if "device" not in report.lower() and "meta" not in report.lower():
-            return None  # an operation without a meta kernel: no verdict
-        return (
-            "with the same inputs on the 'meta' device (shapes only, a stand-in for a GPU) your "
-            f"function raised {report.removeprefix('error: ')}\n  hint: work on the input's "
-            "device: a tensor created without device=... lands on the CPU, and a round trip "
-            "through NumPy or .item() leaves the input's device"
-        )
-    if list(report) != ["meta"]:
-        return (
-            "with the inputs on the 'meta' device (a stand-in for a GPU) your function returned "
-            f"a result on {sorted(set(report))}, expected 'meta' (the input's device)\n  hint: "
-            "create new tensors with device=... (or *_like) from the input"
-        )
-    return None
-
-
-def meta_report(fn: Callable, *args: Any, **kwargs: Any) -> list[str] | str:
-    """Call ``fn`` with the tensor arguments moved to ``meta``: the devices of what it returned,
-    or ``"error: ..."`` (what :func:`_meta_rule` reads)."""
-    meta = [a.detach().to("meta") if isinstance(a, Tensor) else a for a in args]
-    try:
-        out = fn(*meta, **kwargs)
-    except Exception as err:  # NotImplementedError too: torch raises it for meta copies
-        return "error: " + (type(err).__name__ + ": " + str(err))[:300]
-    return [str(out.device) if isinstance(out, Tensor) else "not a tensor: " + type(out).__name__]
-
-
-def _tensor_rule(
-    got: Any,
-    expected: Tensor,
-    like: Tensor,
-    *,
-    atol: float,
-    rtol: float,
-    hint: str,
-    diagnoses: dict[str, Callable[[], Tensor]],
-) -> str | None:
-    """Type, shape, dtype and device (``like``'s), then the values of ``got`` against
-    ``expected`` (a CPU reference); the first typical mistake whose result matches ``got`` names
-    the hint."""
-    if not isinstance(got, Tensor):
-        return f"the result should be a torch.Tensor, got {_short(got)}\n  hint: {hint}"
-    if got.is_complex():
-        return (
-            f"the result is complex ({got.dtype})\n  hint: go back to the grid with "
-            "torch.fft.irfft(..., n=N), which returns a real tensor"
-        )
-    if got.shape != expected.shape:
-        return (
-            f"the result should have shape {tuple(expected.shape)} (the input's), got "
-            f"{tuple(got.shape)}\n  hint: {hint}"
-        )
-    if got.dtype != like.dtype:
-        return (
-            f"the result should have dtype {like.dtype} (the input's), got {got.dtype}\n  hint: "
-            "compute in the input's dtype: no .float()/.double(), and tensors you create take "
-            "dtype=... from the input"
-        )
-    if got.device != like.device:
-        return (
-            f"the result should be on {like.device} (the input's device), got {got.device}\n  "
-            "hint: create new tensors with device=... (or *_like) from the input"
-        )
-    values = got.detach().to(F64).cpu()
-    want = expected.detach().to(F64).cpu()
-    if torch.allclose(values, want, atol=atol, rtol=rtol):
-        return None
-    for text, make in diagnoses.items():
-        try:
-            candidate = make().detach().to(F64).cpu()
-        except Exception:  # this mistake cannot happen for this input
-            continue
-        if candidate.shape != want.shape or torch.allclose(candidate, want, atol=atol, rtol=rtol):
-            continue
-        if torch.allclose(values, candidate, atol=10 * atol, rtol=10 * rtol, equal_nan=True):
-            hint = text
-            break
-    if not torch.isfinite(values).all() and torch.isfinite(want).all():
-        body = f"{int((~torch.isfinite(values)).sum())} of {values.numel()} entries are NaN or inf"
-    else:
-        error = (values - want).abs().max().item()
-        body = (
-            f"values differ (max abs error {error:.3g}, tolerance {atol:g} + {rtol:g}*|expected|)"
-        )
-    return f"{body}\n  expected: {_short(want.to(got.dtype))}\n  got:      {_short(got)}\n  hint: {hint}"
 
 
 def _cpu(args: list) -> list:
@@ -463,21 +293,21 @@ def judge(function: str, args: list, got: Any, extra: dict[str, Any]) -> str | N
     """
     if extra.get("raised"):
         return _explain_raised(function, str(extra["raised"]), args)
-    problem = _common(extra, ARG_NAMES[function])
+    problem = rules.common(extra, ARG_NAMES[function])
     if problem:
         return problem
     cpu = _cpu(args)
     expected, hint, diagnoses = _reference(function, cpu)
     like = args[0]
-    problem = _tensor_rule(
-        got, expected, like, **_tolerance(like.dtype), hint=hint, diagnoses=diagnoses
+    problem = rules.tensor_rule(
+        got, expected, like, **rules.tolerance(like.dtype), hint=hint, diagnoses=diagnoses
     )
     if problem and function == "attention_velocity" and _is_worked_example(args):
         problem += (
             "\n  by hand: softmax weights of x1 are (e, 1) / (1 + e), y1 = (e, 1) / (1 + e), "
             "<x1, y1> = e / (1 + e), so dx1/dt = y1 - <x1, y1> x1 = (0, 1 / (1 + e))"
         )
-    return problem or _meta_rule(extra)
+    return problem or rules.meta_rule(extra)
 
 
 def _is_worked_example(args: list) -> bool:
@@ -520,7 +350,7 @@ def _projection_mistakes(x: Tensor, v: Tensor) -> dict[str, Callable[[], Tensor]
 def check_project_tangent(project_tangent: Callable) -> None:
     """``project_tangent(x, v) -> v - <x, v> x``, inner product over the last dimension."""
     g = torch.Generator().manual_seed(40)
-    device = _device()
+    device = labcore.get_device()
     cases = [
         ("one point of the circle, x = (1, 0), v = (0.3, 0.5)",
          [torch.tensor([1.0, 0.0]), torch.tensor([0.3, 0.5])], False),
@@ -543,7 +373,7 @@ def check_project_tangent(project_tangent: Callable) -> None:
         "project_tangent",
         project_tangent,
         cases,
-        lambda: _without((D, "project_tangent"), what="the projection"),
+        lambda: without((D, "project_tangent"), what="the projection"),
     )
 
 
@@ -576,7 +406,7 @@ def _attention_mistakes(x: Tensor, beta: float, Q, K, V) -> dict[str, Callable[[
 def check_attention_velocity(attention_velocity: Callable) -> None:
     """``attention_velocity(x, beta, Q=None, K=None, V=None)``: single-head attention, projected."""
     g = torch.Generator().manual_seed(41)
-    device = _device()
+    device = labcore.get_device()
 
     def mats(d: int, d_head: int, dtype: torch.dtype = torch.float32):
         return [
@@ -606,7 +436,7 @@ def check_attention_velocity(attention_velocity: Callable) -> None:
         "attention_velocity",
         attention_velocity,
         cases,
-        lambda: _without(
+        lambda: without(
             (D, "attention_velocity"), (D, "transformer_velocity"), what="the attention velocity"
         ),
     )
@@ -616,7 +446,7 @@ def check_attention_velocity(attention_velocity: Callable) -> None:
 # exercises 3 and 4: one Euler step, one RK4 step
 # --------------------------------------------------------------------------------------------------
 def _step_cases(g: torch.Generator) -> list[tuple[str, Callable[[Tensor], Tensor], Tensor, float]]:
-    device = _device()
+    device = labcore.get_device()
     A = torch.tensor([[0.0, -1.0], [1.0, 0.0]])  # a rotation: dx/dt = A x
     return [
         ("a rotation field v(x) = A x in R^2, 5 points, dt = 0.1",
@@ -648,7 +478,7 @@ def check_euler_step(euler_step: Callable) -> None:
     for case, velocity, x, dt in cases:
         before = snapshot(x)
         counted = _Counted(velocity)
-        with _without((D, "simulate"), what="the Euler step"):
+        with without((D, "simulate"), what="the Euler step"):
             got = run_case(case, euler_step, counted, x, dt)
         assert_unchanged(case, before, x, "x")
         if counted.calls != 1:
@@ -660,7 +490,7 @@ def check_euler_step(euler_step: Callable) -> None:
         hint = _diagnose(
             got, expected, _euler_mistakes(velocity, x, dt), "x_{k+1} = x_k + dt v(x_k)"
         )
-        compare(case, got, expected, **_tolerance(x.dtype), hint=hint)
+        compare(case, got, expected, **rules.tolerance(x.dtype), hint=hint)
     passed("euler_step", len(cases))
 
 
@@ -688,7 +518,7 @@ def check_rk4_step(rk4_step: Callable) -> None:
     for case, velocity, x, dt in cases:
         before = snapshot(x)
         counted = _Counted(velocity)
-        with _without((D, "simulate"), what="the RK4 step"):
+        with without((D, "simulate"), what="the RK4 step"):
             got = run_case(case, rk4_step, counted, x, dt)
         assert_unchanged(case, before, x, "x")
         if counted.calls != 4:
@@ -705,7 +535,7 @@ def check_rk4_step(rk4_step: Callable) -> None:
             "k1 = v(x), k2 = v(x + dt/2 k1), k3 = v(x + dt/2 k2), "
             "k4 = v(x + dt k3), x + dt/6 (k1 + 2 k2 + 2 k3 + k4)",
         )
-        compare(case, got, expected, **_tolerance(x.dtype), hint=hint)
+        compare(case, got, expected, **rules.tolerance(x.dtype), hint=hint)
     passed("rk4_step", len(cases))
 
 
@@ -754,7 +584,7 @@ def _integrate_mistakes(
 def check_integrate(integrate: Callable) -> None:
     """``integrate(velocity, x0, t_max, n_steps, step, renormalize=True) -> (n_steps + 1, ...)``."""
     g = torch.Generator().manual_seed(44)
-    device = _device()
+    device = labcore.get_device()
     A = torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=F64)
     cases = [
         ("Euler, attention velocity beta = 1, 6 particles on the circle (float64), "
@@ -781,7 +611,7 @@ def check_integrate(integrate: Callable) -> None:
             calls += 1
             return steps[method](v, x, dt)
 
-        with _without((D, "simulate"), what="the time loop"):
+        with without((D, "simulate"), what="the time loop"):
             got = run_case(
                 case, integrate, velocity, x0, t_max, n_steps, step, renormalize=renormalize
             )
@@ -801,12 +631,12 @@ def check_integrate(integrate: Callable) -> None:
             "frames[0] = x0, frames[k+1] = step(velocity, "
             "frames[k], dt), renormalised if asked; stack them along a new first axis",
         )
-        compare(case, got, expected, **_tolerance(x0.dtype), hint=hint)
+        compare(case, got, expected, **rules.tolerance(x0.dtype), hint=hint)
     # the device rule, on 'meta' tensors (shapes only: a stand-in for a GPU)
     velocity, x0, t_max, n_steps = cases[1][1], cases[1][2], cases[1][3], cases[1][4]
-    with _without((D, "simulate"), what="the time loop"):
-        report = meta_report(integrate, velocity, x0, t_max, n_steps, _rk4_step)
-    problem = _meta_rule({"meta": report})
+    with without((D, "simulate"), what="the time loop"):
+        report = rules.on_meta(integrate, velocity, x0, t_max, n_steps, _rk4_step)
+    problem = rules.meta_rule({"meta": report})
     if problem:
         raise CheckFailed(f"[{cases[1][0]}, the same call with x0 on 'meta'] {problem}")
     passed("integrate", len(cases))
@@ -820,7 +650,7 @@ def order_rule(value: Any, expected: float) -> str | None:
     reference slope."""
     if isinstance(value, bool) or not isinstance(value, float | int):
         return (
-            f"expected a Python float (the fitted slope), got {_short(value)}\n  hint: the "
+            f"expected a Python float (the fitted slope), got {rules.short(value)}\n  hint: the "
             "statement asks for a float: convert the slope with float(...) (a tensor or an "
             "array is not a float)"
         )
@@ -885,7 +715,7 @@ def counts_rule(got: Any, expected: Tensor) -> str | None:
         "record_every steps, frame 0 = x0) and count with D.count_clusters(trajectory, tol)"
     )
     if not isinstance(got, Tensor):
-        return f"expected a torch.Tensor of counts, got {_short(got)}\n  hint: {hint}"
+        return f"expected a torch.Tensor of counts, got {rules.short(got)}\n  hint: {hint}"
     if got.shape == expected.transpose(0, 1).shape and got.shape != expected.shape:
         hint = "stack the counts as (len(betas), T, *batch): one row per beta, then time"
     if got.shape != expected.shape:
@@ -900,15 +730,15 @@ def counts_rule(got: Any, expected: Tensor) -> str | None:
     if not torch.equal(got.cpu(), expected.cpu()):
         wrong = int((got.cpu() != expected.cpu()).sum())
         return (
-            f"{wrong} of {expected.numel()} counts differ\n  expected: {_short(expected)}\n  "
-            f"got:      {_short(got)}\n  hint: {hint}"
+            f"{wrong} of {expected.numel()} counts differ\n  expected: {rules.short(expected)}\n  "
+            f"got:      {rules.short(got)}\n  hint: {hint}"
         )
     return None
 
 
 def check_cluster_counts(cluster_counts: Callable) -> None:
     """``cluster_counts(x0, betas, t_max, dt, tol, record_every=1) -> (len(betas), T, ...)``."""
-    device = _device()
+    device = labcore.get_device()
     cases = [
         ("3 systems of 6 particles on the circle (float64), betas = [1, 9], t_max = 3, dt = 0.1, "
          "tol = 0.05, record_every = 10", D.random_sphere(6, 2, (3,), seed=45, dtype=F64),
@@ -1026,8 +856,8 @@ def check_circle_velocity(circle_velocity: Callable) -> None:
     _run_judged(
         "circle_velocity",
         circle_velocity,
-        _densities(g, _device()),
-        lambda: _without((MF, "circle_velocity"), what="the mean-field velocity"),
+        _densities(g, labcore.get_device()),
+        lambda: without((MF, "circle_velocity"), what="the mean-field velocity"),
     )
 
 
@@ -1049,7 +879,12 @@ def _rhs_mistakes(rho: Tensor, beta: float, expected: Tensor) -> dict[str, Calla
 def check_continuity_rhs(continuity_rhs: Callable) -> None:
     """``continuity_rhs(rho, beta) = -d/dtheta(rho v[rho])``, the derivative taken spectrally."""
     g = torch.Generator().manual_seed(49)
-    _run_judged("continuity_rhs", continuity_rhs, _densities(g, _device()), contextlib.nullcontext)
+    _run_judged(
+        "continuity_rhs",
+        continuity_rhs,
+        _densities(g, labcore.get_device()),
+        contextlib.nullcontext,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1105,7 +940,7 @@ def check_first_merge_time(first_merge_time: Callable) -> None:
     ]  # fmt: skip
     for case, betas, phi_end in cases:
         before = list(betas)
-        with _without((D, "two_cluster_merge_time"), what="the merge-time integral"):
+        with without((D, "two_cluster_merge_time"), what="the merge-time integral"):
             got = run_case(case, first_merge_time, betas, phi_end)
         if betas != before:
             raise CheckFailed(f"[{case}] your function modified its input 'betas' in place")

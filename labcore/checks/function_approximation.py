@@ -19,11 +19,10 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 
 from labcore import function_approximation as ref
-from labcore.checks import CheckFailed, passed
+from labcore.checks import passed, rules, run_judged
 
 __all__ = [
     "CALL_SOURCE",
@@ -53,45 +52,24 @@ torch.empty(1, device="meta").mul(2)
 #: rubric): positional ``spec["args"]``, the positions in ``spec["requires_grad"]`` made leaves
 #: that require gradients; the call reports the positions of tensor arguments changed in place,
 #: whether the global RNG or the default dtype changed, whether the result requires grad, and
-#: with ``spec["meta"]`` the devices of what the function returns for the inputs on ``meta``.
-#: Only ``torch`` is imported: the first hidden case in a fresh kernel costs no extra import.
+#: with ``spec["meta"]`` the devices of what the function returns for the inputs on ``meta``. The
+#: helpers come from :mod:`labcore.checks.rules` (torch and NumPy only: no extra import cost).
 CALL_SOURCE = """
 def call(fn, spec):
     import torch
 
-    def devices(out):
-        if isinstance(out, torch.Tensor):
-            return [str(out.device)]
-        if isinstance(out, (list, tuple)):
-            return [d for item in out for d in devices(item)]
-        return ["not a tensor: " + type(out).__name__]
+    from labcore.checks.rules import changed, copies, on_meta, watch_global_state
 
     args = list(spec["args"])
     for index in spec.get("requires_grad", ()):
         args[index] = args[index].detach().clone().requires_grad_(True)
-    before = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in args]
-    rng, dtype = torch.random.get_rng_state(), torch.get_default_dtype()
-    torch.manual_seed(853495113)  # a probe state: torch.manual_seed(0) inside fn changes it too
-    probe = torch.random.get_rng_state()
-    try:
+    before = copies(args)
+    with watch_global_state() as extra:  # a probe RNG state; the caller's is put back
         value = fn(*args)
-    finally:
-        changed = not torch.equal(probe, torch.random.get_rng_state())
-        torch.random.set_rng_state(rng)  # the caller's stream, as it was
-    extra = {
-        "mutated": [i for i, (a, c) in enumerate(zip(args, before))
-                    if c is not None and not (a.shape == c.shape and torch.equal(a.detach(), c))],
-        "global_rng": changed,
-        "default_dtype": str(torch.get_default_dtype()) if torch.get_default_dtype() != dtype else "",
-        "requires_grad": bool(isinstance(value, torch.Tensor) and value.requires_grad),
-    }
-    torch.set_default_dtype(dtype)
+    extra["mutated"] = changed(args, before)
+    extra["requires_grad"] = bool(isinstance(value, torch.Tensor) and value.requires_grad)
     if spec.get("meta"):
-        meta = [a.detach().to("meta") if isinstance(a, torch.Tensor) else a for a in args]
-        try:
-            extra["meta"] = devices(fn(*meta))
-        except Exception as err:
-            extra["meta"] = "error: " + (type(err).__name__ + ": " + str(err))[:300]
+        extra["meta"] = on_meta(fn, *args)
     return value, extra
 """
 
@@ -102,6 +80,8 @@ def call(fn, spec):
 TRAIN_CALL_SOURCE = """
 def call(fn, spec):
     import torch
+
+    from labcore.checks.rules import changed, copies, watch_global_state
 
     info = spec["model"]
     dtype = next(iter(info["state"].values())).dtype
@@ -114,180 +94,20 @@ def call(fn, spec):
         model = torch.nn.Sequential(*layers).to(dtype)
     model.load_state_dict(info["state"])
     x, y = spec["args"]
-    before = (x.clone(), y.clone())
-    rng, default = torch.random.get_rng_state(), torch.get_default_dtype()
-    torch.manual_seed(853495113)  # a probe state: torch.manual_seed(0) inside fn changes it too
-    probe = torch.random.get_rng_state()
-    try:
+    before = copies([x, y])
+    with watch_global_state() as extra:  # a probe RNG state; the caller's is put back
         losses = fn(model, x, y, steps=spec["steps"], lr=spec["lr"])
-    finally:
-        changed = not torch.equal(probe, torch.random.get_rng_state())
-        torch.random.set_rng_state(rng)  # the caller's stream, as it was
-    extra = {
-        "mutated": [i for i, (a, b) in enumerate(zip((x, y), before))
-                    if not (a.shape == b.shape and torch.equal(a, b))],
-        "global_rng": changed,
-        "default_dtype": str(torch.get_default_dtype()) if torch.get_default_dtype() != default else "",
-        "state": {name: value.detach().clone() for name, value in model.state_dict().items()},
-    }
-    torch.set_default_dtype(default)
+    extra["mutated"] = changed([x, y], before)
+    extra["state"] = {name: value.detach().clone() for name, value in model.state_dict().items()}
     return losses, extra
 """
 
 
-def _compile(source: str) -> Callable[[Callable, dict], tuple[Any, dict]]:
-    namespace: dict[str, Any] = {}
-    exec(source, namespace)  # the grader's kernel runs the very same source
-    return namespace["call"]
-
-
-_CALLS = {source: _compile(source) for source in (CALL_SOURCE, TRAIN_CALL_SOURCE)}
-
-
-# ----------------------------------------------------------------------------- message helpers
-def _short(value: Any, limit: int = 6) -> str:
-    """A short description of any value (type, shape, dtype, a few entries)."""
-    if isinstance(value, Tensor):
-        if value.device.type == "meta":
-            return f"tensor(shape={tuple(value.shape)}, dtype={value.dtype}, device=meta)"
-        flat = value.detach().flatten().cpu()
-        if flat.is_floating_point():
-            head = ", ".join(f"{v:.6g}" for v in flat[:limit].tolist())
-        else:
-            head = ", ".join(str(v) for v in flat[:limit].tolist())
-        more = ", ..." if flat.numel() > limit else ""
-        return f"tensor(shape={tuple(value.shape)}, dtype={value.dtype}, values=[{head}{more}])"
-    if isinstance(value, np.ndarray):
-        return f"numpy.ndarray(shape={value.shape}, dtype={value.dtype})"
-    if isinstance(value, list | tuple):
-        inner = ", ".join(_short(v) for v in value[:3])
-        more = ", ..." if len(value) > 3 else ""
-        return f"{type(value).__name__} of length {len(value)} ({inner}{more})"
-    if isinstance(value, float):
-        return f"{value:.6g} (a Python float)"
-    type_name = getattr(value, "type_name", None)  # an Opaque of the grader
-    if isinstance(type_name, str):
-        return f"an object of type {type_name}"
-    text = repr(value)
-    return text if len(text) <= 100 else text[:97] + "..."
-
-
-def _tensor_rule(
-    got: Any,
-    expected: Tensor,
-    like: Tensor,
-    *,
-    what: str,
-    atol: float,
-    rtol: float,
-    hint: str = "",
-    diagnoses: dict[str, Callable[[], Tensor]] | None = None,
-    shape_hints: dict[tuple[int, ...], str] | None = None,
-) -> str | None:
-    """Type, shape, dtype (``like``'s), then values of ``got`` against ``expected``.
-
-    ``expected`` is a float64 CPU reference; ``diagnoses`` maps a hint to what a typical mistake
-    returns, the first match replacing ``hint``; ``shape_hints`` maps a wrong shape to its hint.
-    """
-    if not isinstance(got, Tensor):
-        extra = ""
-        if isinstance(got, float | int) or (isinstance(got, np.ndarray)):
-            extra = (
-                "\n  hint: keep the result a torch tensor computed with torch operations (no "
-                ".item(), no NumPy, no float(...))"
-            )
-        return f"{what} should be a torch.Tensor, got {_short(got)}{extra}"
-    if got.shape != expected.shape:
-        text = (shape_hints or {}).get(tuple(got.shape), hint)
-        return f"{what} should have shape {tuple(expected.shape)}, got {tuple(got.shape)}" + (
-            f"\n  hint: {text}" if text else ""
-        )
-    if got.dtype != like.dtype:
-        return (
-            f"{what}: expected dtype {like.dtype} (the input's), got {got.dtype}\n  hint: compute "
-            "in the input's dtype: no .float()/.double(), and tensors you create take "
-            "dtype=... from the input"
-        )
-    values = got.detach().to(F64).cpu()
-    want = expected.detach().to(F64).cpu()
-    if torch.allclose(values, want, atol=atol, rtol=rtol):
-        return None
-    for text, make in (diagnoses or {}).items():
-        try:
-            candidate = make().detach().to(F64).cpu()
-        except Exception:  # this mistake cannot happen for this input
-            continue
-        same = candidate.shape == want.shape and torch.allclose(
-            values, candidate, atol=10 * atol, rtol=10 * rtol, equal_nan=True
-        )
-        if same and not torch.allclose(candidate, want, atol=atol, rtol=rtol):
-            hint = text
-            break
-    if not torch.isfinite(values).all() and torch.isfinite(want).all():
-        where = int((~torch.isfinite(values)).sum())
-        body = f"{where} of {values.numel()} entries are NaN or infinite"
-    else:
-        error = (values - want).abs().max().item()
-        body = (
-            f"values differ (max abs error {error:.3g}, tolerance {atol:g} + {rtol:g}*|expected|)"
-        )
-    return (
-        f"{what}: {body}\n  expected: {_short(want.to(got.dtype))}\n  got:      {_short(got)}"
-        + (f"\n  hint: {hint}" if hint else "")
-    )
+_CALLS = {source: rules.compile_call(source) for source in (CALL_SOURCE, TRAIN_CALL_SOURCE)}
 
 
 def _tolerance(dtype: torch.dtype) -> dict[str, float]:
-    return {"atol": 1e-9, "rtol": 1e-7} if dtype == F64 else {"atol": 1e-5, "rtol": 1e-4}
-
-
-def _common(extra: dict[str, Any], names: list[str]) -> str | None:
-    """The rules every exercise shares: inputs unchanged, global RNG and default dtype untouched."""
-    mutated = extra.get("mutated")
-    if not isinstance(mutated, list):
-        return "the call could not tell whether your function changed its inputs"
-    if mutated:
-        which = ", ".join(repr(names[i]) if 0 <= i < len(names) else "?" for i in mutated)
-        return (
-            f"your function modified its input {which} in place\n  hint: the caller's tensors "
-            "must not change: use out-of-place operations (x = x - m or x.reshape(...), not "
-            "x -= m, x.sub_(m) or x.unsqueeze_(...))"
-        )
-    if extra.get("global_rng"):
-        return (
-            "your function changed the global random state (torch.manual_seed or a draw from the "
-            "global generator)\n  hint: nothing in this exercise is random; the caller's random "
-            "stream must not change"
-        )
-    if extra.get("default_dtype"):
-        return (
-            f"your function changed the default dtype to {extra['default_dtype']}\n  hint: take "
-            "the dtype from the input instead of torch.set_default_dtype"
-        )
-    return None
-
-
-def _meta_rule(extra: dict[str, Any], n_outputs: int) -> str | None:
-    """The ``meta`` run: every output on the inputs' device."""
-    if "meta" not in extra:
-        return None
-    report = extra["meta"]
-    if isinstance(report, str):
-        if "device" not in report.lower() and "copy out of meta" not in report.lower():
-            return None  # an operation without a meta kernel, or .item(): no verdict
-        return (
-            "with the same inputs on the 'meta' device (shapes only, as a stand-in for a GPU) your "
-            f"function raised {report}\n  hint: work on x's device: a tensor created without "
-            "device=... lands on the CPU"
-        )
-    wrong = [d for d in report if d != "meta"]
-    if wrong or len(report) != n_outputs:
-        return (
-            "with the inputs on the 'meta' device (a stand-in for a GPU) your function returned "
-            f"results on {sorted(set(report))}, expected 'meta' (x's device)\n  hint: create new "
-            "tensors with device=x.device"
-        )
-    return None
+    return rules.tolerance(dtype, float64=(1e-9, 1e-7), float32=(1e-5, 1e-4))
 
 
 def _f64(t: Any) -> Tensor:
@@ -297,14 +117,14 @@ def _f64(t: Any) -> Tensor:
 # ----------------------------------------------------------------------------- the rules
 def _rule_polynomial(args: list, got: Any, extra: dict[str, Any]) -> str | None:
     x, degree = args
-    problem = _common(extra, ["x", "degree"])
+    problem = rules.common(extra, ["x", "degree"])
     if problem:
         return problem
     x64 = _f64(x).reshape(-1, 1)
     expected = ref.polynomial_features(x64.reshape(-1), degree)
     batch = x64.shape[0]
     powers = torch.arange(degree + 2, dtype=F64)
-    problem = _tensor_rule(
+    problem = rules.tensor_rule(
         got,
         expected,
         x,
@@ -325,7 +145,7 @@ def _rule_polynomial(args: list, got: Any, extra: dict[str, Any]) -> str | None:
         },
         **_tolerance(x.dtype),
     )
-    return problem or _meta_rule(extra, 1)
+    return problem or rules.meta_rule(extra, 1)
 
 
 def _regressor(info: dict[str, Any]) -> torch.nn.Module:
@@ -381,17 +201,17 @@ def _mse(model: torch.nn.Module, x: Tensor, y: Tensor) -> float:
 
 def _rule_train(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | None:
     steps = spec["steps"]
-    problem = _common(extra, ["x", "y"])
+    problem = rules.common(extra, ["x", "y"])
     if problem:
         return problem
     if not isinstance(got, list) or len(got) != steps:
         return (
-            f"expected a list of {steps} losses (one per step), got {_short(got)}\n  hint: "
+            f"expected a list of {steps} losses (one per step), got {rules.short(got)}\n  hint: "
             "append one loss per step to a list; the list is the result"
         )
     if not all(isinstance(v, float) for v in got):
         return (
-            f"the losses should be Python floats, got {_short(got)}\n  hint: append loss.item(), "
+            f"the losses should be Python floats, got {rules.short(got)}\n  hint: append loss.item(), "
             "not the loss tensor (which also keeps its graph alive)"
         )
     reference, model = _train(spec)
@@ -456,13 +276,13 @@ def _nll64(x: Tensor, mean: Any, std: Any) -> Tensor:
 
 def _rule_nll(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | None:
     x, mean, std = spec["args"]
-    problem = _common(extra, ["x", "mean", "std"])
+    problem = rules.common(extra, ["x", "mean", "std"])
     if problem:
         return problem
     x64, m, s = _f64(x), _f64(mean), _f64(std)
     expected = _nll64(x, mean, std)
     square = ((x64 - m) ** 2).mean()
-    problem = _tensor_rule(
+    problem = rules.tensor_rule(
         got,
         expected,
         x,
@@ -503,17 +323,17 @@ def _rule_nll(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | No
 
 def _rule_mle(args: list, got: Any, extra: dict[str, Any]) -> str | None:
     (x,) = args
-    problem = _common(extra, ["x"])
+    problem = rules.common(extra, ["x"])
     if problem:
         return problem
     if not isinstance(got, list | tuple) or len(got) != 2:
-        return f"expected the pair (mean, std) of two 0-d tensors, got {_short(got)}"
+        return f"expected the pair (mean, std) of two 0-d tensors, got {rules.short(got)}"
     x64 = _f64(x)
     mean, std = ref.gaussian_mle(x64)
     n = x64.shape[0]
     tol = _tolerance(x.dtype)
     scalar = {tuple(x.shape): "a 0-d tensor: reduce over the samples"}
-    problem = _tensor_rule(
+    problem = rules.tensor_rule(
         got[0],
         mean,
         x,
@@ -525,7 +345,7 @@ def _rule_mle(args: list, got: Any, extra: dict[str, Any]) -> str | None:
     )
     if problem:
         return problem
-    return _tensor_rule(
+    return rules.tensor_rule(
         got[1],
         std,
         x,
@@ -546,7 +366,7 @@ def _rule_mle(args: list, got: Any, extra: dict[str, Any]) -> str | None:
 
 def _rule_mixture(args: list, got: Any, extra: dict[str, Any]) -> str | None:
     x, logits, means, log_stds = args
-    problem = _common(extra, ["x", "logits", "means", "log_stds"])
+    problem = rules.common(extra, ["x", "logits", "means", "log_stds"])
     if problem:
         return problem
     x64, lg, mu, ls = (_f64(t) for t in args)
@@ -564,7 +384,7 @@ def _rule_mixture(args: list, got: Any, extra: dict[str, Any]) -> str | None:
         "sigma_k = exp(log_stds_k), averaged over the samples; use torch.logsumexp, never "
         "log(sum(exp(...)))"
     )
-    problem = _tensor_rule(
+    problem = rules.tensor_rule(
         got,
         expected,
         x,
@@ -635,33 +455,6 @@ def judge(exercise: str, spec: dict[str, Any], value: Any, extra: dict[str, Any]
 def call_function(exercise: str, fn: Callable, spec: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """Call ``fn`` on ``spec`` exactly as the grader's kernel does (the same source)."""
     return _CALLS[EXERCISES[exercise][0]](fn, spec)
-
-
-_SHAPE_WORDS = ("size of tensor", "shape", "must match", "dimension", "broadcast")
-
-
-def _run(exercise: str, fn: Callable, cases: list[tuple[str, dict[str, Any]]]) -> None:
-    """Run every case through the shared call and rule; raise :class:`CheckFailed` on the first
-    failure, print one success line otherwise."""
-    for case, spec in cases:
-        try:
-            value, extra = call_function(exercise, fn, spec)
-        except NotImplementedError:
-            raise
-        except CheckFailed:
-            raise
-        except Exception as err:  # any error in the student's code becomes feedback
-            text = f"[{case}] your function raised {type(err).__name__}: {err}"
-            if any(word in str(err).lower() for word in _SHAPE_WORDS):
-                text += (
-                    "\n  hint: a shape error inside your function: write down the shape of every "
-                    "intermediate (the statement gives the shapes) and where it broadcasts"
-                )
-            raise CheckFailed(text) from None
-        problem = judge(exercise, spec, value, extra)
-        if problem:
-            raise CheckFailed(f"[{case}] {problem}")
-    passed(exercise, len(cases))
 
 
 # ----------------------------------------------------------------------------- the cases
@@ -814,7 +607,14 @@ _CHECK_SEEDS = {name: 10 + i for i, name in enumerate(CASES)}
 
 def _check(exercise: str, fn: Callable) -> None:
     g = torch.Generator().manual_seed(_CHECK_SEEDS[exercise])
-    _run(exercise, fn, CASES[exercise](g))
+    cases = CASES[exercise](g)
+    run_judged(
+        cases,
+        lambda spec: call_function(exercise, fn, spec),
+        lambda spec, value, extra: judge(exercise, spec, value, extra),
+        shape_hint="where it broadcasts",
+    )
+    passed(exercise, len(cases))
 
 
 # ----------------------------------------------------------------------------- the checks

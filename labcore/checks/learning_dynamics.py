@@ -17,12 +17,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 
 import labcore
 from labcore import learning_dynamics as ref
-from labcore.checks import CheckFailed, passed
+from labcore.checks import passed, rules, run_judged
 
 __all__ = [
     "CALL_SOURCE",
@@ -55,33 +54,17 @@ def call(fn, spec):
 
     import torch
 
-    def devices(out):
-        if isinstance(out, torch.Tensor):
-            return [str(out.device)]
-        if isinstance(out, (list, tuple)):
-            return [d for item in out for d in devices(item)]
-        return ["not a tensor: " + type(out).__name__]
+    from labcore.checks.rules import changed, copies, on_meta, watch_global_state
 
     args = list(spec["args"])
-    before = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in args]
-    rng, dtype = torch.random.get_rng_state(), torch.get_default_dtype()
-    quiet = torch.no_grad() if spec.get("no_grad") else contextlib.nullcontext()
-    with quiet:
+    before = copies(args)
+    quiet = torch.no_grad if spec.get("no_grad") else contextlib.nullcontext
+    with watch_global_state() as extra, quiet():  # a probe RNG state; the caller's is put back
         value = fn(*args)
-    extra = {
-        "mutated": [i for i, (a, c) in enumerate(zip(args, before))
-                    if c is not None and not (a.shape == c.shape and torch.equal(a.detach(), c))],
-        "global_rng": not torch.equal(rng, torch.random.get_rng_state()),
-        "default_dtype": str(torch.get_default_dtype()) if torch.get_default_dtype() != dtype else "",
-    }
-    torch.set_default_dtype(dtype)
+    extra["mutated"] = changed(args, before)
     if spec.get("meta"):
-        meta = [a.detach().to("meta") if isinstance(a, torch.Tensor) else a for a in args]
-        try:
-            with quiet:
-                extra["meta"] = devices(fn(*meta))
-        except Exception as err:
-            extra["meta"] = "error: " + (type(err).__name__ + ": " + str(err))[:300]
+        with quiet():
+            extra["meta"] = on_meta(fn, *args)
     return value, extra
 """
 
@@ -90,41 +73,26 @@ def call(fn, spec):
 #: function changed the parameters or left gradients in their ``.grad``.
 NTK_CALL_SOURCE = """
 def call(fn, spec):
-    import copy
-
     import torch
 
+    from labcore.checks.rules import changed, copies, on_meta, watch_global_state
     from labcore.learning_dynamics import TwoLayerReLU
-
-    def devices(out):
-        if isinstance(out, torch.Tensor):
-            return [str(out.device)]
-        return ["not a tensor: " + type(out).__name__]
 
     info = spec["model"]
     state = info["state"]
     model = TwoLayerReLU(info["d_in"], info["width"], dtype=state["weight"].dtype,
                          generator=torch.Generator())  # overwritten: leaves the global RNG alone
     model.load_state_dict(state)
-    x1, x2 = spec["args"]
-    before = [x1.clone(), x2.clone()]
-    rng, dtype = torch.random.get_rng_state(), torch.get_default_dtype()
-    value = fn(model, x1, x2)
-    extra = {
-        "mutated": [i + 1 for i, (a, c) in enumerate(zip((x1, x2), before))
-                    if not (a.shape == c.shape and torch.equal(a, c))],
-        "global_rng": not torch.equal(rng, torch.random.get_rng_state()),
-        "default_dtype": str(torch.get_default_dtype()) if torch.get_default_dtype() != dtype else "",
-        "params_changed": any(not torch.equal(p.detach(), state[n]) for n, p in model.named_parameters()),
-        "grad_left": any(p.grad is not None for p in model.parameters()),
-    }
-    torch.set_default_dtype(dtype)
+    args = [model, *spec["args"]]
+    before = copies(args)
+    with watch_global_state() as extra:  # a probe RNG state; the caller's is put back
+        value = fn(*args)
+    extra["mutated"] = changed(args, before)
+    extra["params_changed"] = any(not torch.equal(p.detach(), state[n])
+                                  for n, p in model.named_parameters())
+    extra["grad_left"] = any(p.grad is not None for p in model.parameters())
     if spec.get("meta"):
-        meta_model = copy.deepcopy(model).to("meta")
-        try:
-            extra["meta"] = devices(fn(meta_model, x1.to("meta"), x2.to("meta")))
-        except Exception as err:
-            extra["meta"] = "error: " + (type(err).__name__ + ": " + str(err))[:300]
+        extra["meta"] = on_meta(fn, *args)
     return value, extra
 """
 
@@ -132,6 +100,8 @@ def call(fn, spec):
 SPLIT_CALL_SOURCE = """
 def call(fn, spec):
     import torch
+
+    from labcore.checks.rules import watch_global_state
 
     def same(a, b):
         if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
@@ -141,188 +111,34 @@ def call(fn, spec):
         return bool(a == b)
 
     p, frac, seed = spec["args"]
-    rng, dtype = torch.random.get_rng_state(), torch.get_default_dtype()
-    value = fn(p, frac, seed)
-    again = fn(p, frac, seed)
-    other = fn(p, frac, seed + 1)
-    extra = {
-        "mutated": [],
-        "global_rng": not torch.equal(rng, torch.random.get_rng_state()),
-        "default_dtype": str(torch.get_default_dtype()) if torch.get_default_dtype() != dtype else "",
-        "same_again": same(value, again),
-        "other_differs": not same(value, other),
-    }
-    torch.set_default_dtype(dtype)
+    with watch_global_state() as extra:  # a probe RNG state; the caller's is put back
+        value = fn(p, frac, seed)
+        again = fn(p, frac, seed)
+        other = fn(p, frac, seed + 1)
+    extra["mutated"] = []
+    extra["same_again"] = same(value, again)
+    extra["other_differs"] = not same(value, other)
     return value, extra
 """
 
 
-def _compile(source: str) -> Callable[[Callable, dict], tuple[Any, dict]]:
-    namespace: dict[str, Any] = {}
-    exec(source, namespace)  # the grader's kernel runs the very same source
-    return namespace["call"]
-
-
-_CALLS = {source: _compile(source) for source in (CALL_SOURCE, NTK_CALL_SOURCE, SPLIT_CALL_SOURCE)}
+_CALLS = {
+    source: rules.compile_call(source)
+    for source in (CALL_SOURCE, NTK_CALL_SOURCE, SPLIT_CALL_SOURCE)
+}
 
 
 # ----------------------------------------------------------------------------- message helpers
-def _short(value: Any, limit: int = 6) -> str:
-    """A short description of any value (type, shape, dtype, a few entries)."""
-    if isinstance(value, Tensor):
-        if value.device.type == "meta":
-            return f"tensor(shape={tuple(value.shape)}, dtype={value.dtype}, device=meta)"
-        flat = value.detach().flatten().cpu()
-        if flat.is_floating_point():
-            head = ", ".join(f"{v:.4g}" for v in flat[:limit].tolist())
-        else:
-            head = ", ".join(str(v) for v in flat[:limit].tolist())
-        more = ", ..." if flat.numel() > limit else ""
-        return f"tensor(shape={tuple(value.shape)}, dtype={value.dtype}, values=[{head}{more}])"
-    if isinstance(value, np.ndarray):
-        return f"numpy.ndarray(shape={value.shape}, dtype={value.dtype})"
-    if isinstance(value, list | tuple):
-        inner = ", ".join(_short(v) for v in value[:3])
-        return f"{type(value).__name__} of length {len(value)} ({inner}{', ...' if len(value) > 3 else ''})"
-    type_name = getattr(value, "type_name", None)  # an Opaque of the grader
-    if isinstance(type_name, str):
-        return f"an object of type {type_name}"
-    text = repr(value)
-    return text if len(text) <= 100 else text[:97] + "..."
-
-
-def _close(a: Tensor, b: Tensor, atol: float, rtol: float) -> bool:
-    return (
-        isinstance(a, Tensor)
-        and a.shape == b.shape
-        and bool(
-            torch.allclose(a.detach().to(F64).cpu(), b.detach().to(F64).cpu(), atol=atol, rtol=rtol)
-        )
-    )
-
-
-def _tensor_rule(
-    got: Any,
-    expected: Tensor,
-    like: Tensor,
-    *,
-    what: str,
-    atol: float,
-    rtol: float,
-    hint: str = "",
-    diagnoses: dict[str, Callable[[], Tensor]] | None = None,
-) -> str | None:
-    """Type, shape, dtype and device (``like``'s), then values of ``got`` against ``expected``.
-
-    ``expected`` is a float64 CPU reference; ``diagnoses`` maps a hint to what a typical mistake
-    returns (float64), the first match replacing ``hint``.
-    """
-    if not isinstance(got, Tensor):
-        return f"{what} should be a torch.Tensor, got {_short(got)}"
-    if got.shape != expected.shape:
-        return f"{what} should have shape {tuple(expected.shape)}, got {tuple(got.shape)}" + (
-            f"\n  hint: {hint}" if hint else ""
-        )
-    if got.dtype != like.dtype:
-        return (
-            f"{what} should have dtype {like.dtype} (the input's), got {got.dtype}\n  hint: compute "
-            "in the input's dtype: no .float()/.double(), and tensors you create take "
-            "dtype=... from the input"
-        )
-    if got.device != like.device:
-        return (
-            f"{what} should be on {like.device} (the input's device), got {got.device}\n  hint: "
-            "create new tensors with device=... (or *_like) from the input"
-        )
-    values = got.detach().to(F64).cpu()
-    want = expected.detach().to(F64).cpu()
-    if torch.allclose(values, want, atol=atol, rtol=rtol):
-        return None
-    for text, make in (diagnoses or {}).items():
-        try:
-            candidate = make().detach().to(F64).cpu()
-        except Exception:  # this mistake cannot happen for this input
-            continue
-        same = candidate.shape == want.shape and torch.allclose(
-            values, candidate, atol=10 * atol, rtol=10 * rtol, equal_nan=True
-        )
-        if same and not torch.allclose(candidate, want, atol=atol, rtol=rtol):
-            hint = text
-            break
-    if not torch.isfinite(values).all() and torch.isfinite(want).all():
-        where = int((~torch.isfinite(values)).sum())
-        body = f"{where} of {values.numel()} entries are NaN or infinite"
-    else:
-        error = (values - want).abs().max().item()
-        body = (
-            f"values differ (max abs error {error:.3g}, tolerance {atol:g} + {rtol:g}*|expected|)"
-        )
-    return (
-        f"{what}: {body}\n  expected: {_short(want.to(got.dtype))}\n  got:      {_short(got)}"
-        + (f"\n  hint: {hint}" if hint else "")
-    )
 
 
 def _tolerance(dtype: torch.dtype) -> dict[str, float]:
-    return {"atol": 1e-9, "rtol": 1e-7} if dtype == F64 else {"atol": 1e-4, "rtol": 1e-4}
-
-
-def _common(extra: dict[str, Any], names: list[str]) -> str | None:
-    """The rules every exercise shares: inputs unchanged, global RNG and default dtype untouched."""
-    mutated = extra.get("mutated")
-    if not isinstance(mutated, list):
-        return "the call could not tell whether your function changed its inputs"
-    if mutated:
-        which = ", ".join(repr(names[i]) if 0 <= i < len(names) else "?" for i in mutated)
-        return (
-            f"your function modified its input {which} in place\n  hint: the caller's tensors "
-            "must not change: use out-of-place operations (a = a + b, not a += b or a.add_(b))"
-        )
-    if extra.get("global_rng"):
-        return (
-            "your function changed the global random state (torch.manual_seed or a draw from the "
-            "global generator)\n  hint: draw from a local torch.Generator seeded with the seed "
-            "argument; the caller's random stream must not change"
-        )
-    if extra.get("default_dtype"):
-        return f"your function changed the default dtype to {extra['default_dtype']}"
-    return None
-
-
-def _meta_rule(extra: dict[str, Any], n_outputs: int) -> str | None:
-    """The ``meta`` run: every output on the inputs' device."""
-    if "meta" not in extra:
-        return None
-    report = extra["meta"]
-    if isinstance(report, str):
-        if "device" not in report.lower() and "copy out of meta" not in report.lower():
-            return None  # an operation without a meta kernel, or .item(): no verdict
-        return (
-            "with the same inputs on the 'meta' device (shapes only, as a stand-in for a GPU) your "
-            f"function raised {report}\n  hint: work on the input's device: a tensor created "
-            "without device=... lands on the CPU, and copying results into a CPU tensor or "
-            "through NumPy moves them off the input's device"
-        )
-    wrong = [d for d in report if d != "meta"]
-    if wrong or len(report) != n_outputs:
-        return (
-            "with the inputs on the 'meta' device (a stand-in for a GPU) your function returned "
-            f"results on {sorted(set(report))}, expected 'meta' (the input's device)\n  hint: "
-            "create new tensors with device=... (or *_like) from the input"
-        )
-    return None
-
-
-def _pair(got: Any, n: int, what: str) -> str | None:
-    if not isinstance(got, list | tuple) or len(got) != n:
-        return f"expected a tuple of {n} tensors ({what}), got {_short(got)}"
-    return None
+    return rules.tolerance(dtype, float64=(1e-9, 1e-7), float32=(1e-4, 1e-4))
 
 
 # ----------------------------------------------------------------------------- the rules
 def _rule_modes(args: list, got: Any, extra: dict[str, Any]) -> str | None:
     x, y = args
-    problem = _common(extra, ["x", "y"]) or _pair(got, 3, "U, s, V")
+    problem = rules.common(extra, ["x", "y"]) or rules.tuple_rule(got, 3, "U, s, V")
     if problem:
         return problem
     sigma = y.detach().to(F64).cpu().mT @ x.detach().to(F64).cpu() / x.shape[0]
@@ -342,14 +158,14 @@ def _rule_modes(args: list, got: Any, extra: dict[str, Any]) -> str | None:
             hint = "torch.linalg.svd returns V^T (Vh): its rows are the right singular vectors"
         if isinstance(value, Tensor) and name != "s" and value.shape == (shape[0], shape[0]):
             hint = "use the reduced SVD (full_matrices=False): r = min(n_out, n_in) columns"
-        problem = _tensor_rule(
+        problem = rules.tensor_rule(
             value, torch.zeros(shape, dtype=F64), x, what=name, atol=math.inf, rtol=0.0, hint=hint
         )
         if problem:
             return problem
     tol = _tolerance(x.dtype)
     scale = float(s_ref[0])
-    problem = _tensor_rule(
+    problem = rules.tensor_rule(
         s,
         s_ref,
         x,
@@ -395,7 +211,7 @@ def _rule_modes(args: list, got: Any, extra: dict[str, Any]) -> str | None:
             f"U diag(s) V^T differs from Sigma_yx = y^T x / P (max abs error "
             f"{(rebuilt - sigma).abs().max().item():.3g})\n  hint: {hint}"
         )
-    return _meta_rule(extra, 3)
+    return rules.meta_rule(extra, 3)
 
 
 def _reference_step(w1: Tensor, w2: Tensor, sigma: Tensor, lr: float) -> tuple[Tensor, Tensor]:
@@ -405,7 +221,9 @@ def _reference_step(w1: Tensor, w2: Tensor, sigma: Tensor, lr: float) -> tuple[T
 
 def _rule_step(args: list, got: Any, extra: dict[str, Any]) -> str | None:
     w1, w2, sigma, lr = args
-    problem = _common(extra, ["w1", "w2", "sigma_yx", "lr"]) or _pair(got, 2, "new w1, new w2")
+    problem = rules.common(extra, ["w1", "w2", "sigma_yx", "lr"]) or rules.tuple_rule(
+        got, 2, "new w1, new w2"
+    )
     if problem:
         return problem
     a, b, c = (t.detach().to(F64).cpu() for t in (w1, w2, sigma))
@@ -442,17 +260,17 @@ def _rule_step(args: list, got: Any, extra: dict[str, Any]) -> str | None:
                 b,
             )[i],
         }
-        problem = _tensor_rule(
+        problem = rules.tensor_rule(
             value, expected, like, what=name, hint=general, diagnoses=diagnoses, **tol
         )
         if problem:
             return problem
-    return _meta_rule(extra, 2)
+    return rules.meta_rule(extra, 2)
 
 
 def _rule_mode_strength(args: list, got: Any, extra: dict[str, Any]) -> str | None:
     t, s, a0 = args
-    problem = _common(extra, ["t", "s", "a0"])
+    problem = rules.common(extra, ["t", "s", "a0"])
     if problem:
         return problem
     t64 = t.detach().to(F64).cpu()
@@ -469,7 +287,7 @@ def _rule_mode_strength(args: list, got: Any, extra: dict[str, Any]) -> str | No
             s / (1 - torch.exp(-2 * s * t64) + torch.exp(-2 * s * t64) * a0 / s)
         ),
     }
-    problem = _tensor_rule(
+    problem = rules.tensor_rule(
         got, expected, t, what="u(t)", hint=hint, diagnoses=diagnoses, **_tolerance(t.dtype)
     )
     if problem and isinstance(got, Tensor) and got.shape == t.shape and got.dtype == t.dtype:
@@ -478,7 +296,7 @@ def _rule_mode_strength(args: list, got: Any, extra: dict[str, Any]) -> str | No
                 "\n  hint: for large s t, e^{2st} overflows to inf and inf/inf = NaN: divide "
                 "numerator and denominator by e^{2st} so that only e^{-2st} (<= 1) appears"
             )
-    return problem or _meta_rule(extra, 1)
+    return problem or rules.meta_rule(extra, 1)
 
 
 def _ntk_model(info: dict[str, Any]) -> ref.TwoLayerReLU:
@@ -492,14 +310,9 @@ def _ntk_model(info: dict[str, Any]) -> ref.TwoLayerReLU:
 
 def _rule_ntk(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | None:
     x1, x2 = spec["args"]
-    problem = _common(extra, ["model", "x1", "x2"])
+    problem = rules.common(extra, ["model", "x1", "x2"])
     if problem:
         return problem
-    if extra.get("params_changed"):
-        return (
-            "your function changed the model's parameters\n  hint: computing a kernel must not "
-            "train the model: no optimizer step, no in-place change of a parameter"
-        )
     if extra.get("grad_left"):
         return (
             "your function left gradients in the parameters' .grad (they were None before)\n  "
@@ -550,7 +363,7 @@ def _rule_ntk(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | No
         "one gradient per sample: differentiate f(x_i) alone, not the sum over the batch": summed,
         "the NTK differentiates with respect to the parameters theta, not the inputs x": input_kernel,
     }
-    problem = _tensor_rule(
+    problem = rules.tensor_rule(
         got,
         expected,
         x1,
@@ -560,12 +373,12 @@ def _rule_ntk(spec: dict[str, Any], got: Any, extra: dict[str, Any]) -> str | No
         "trainable parameter; the result is (n1, n2)",
         **({"atol": 1e-9, "rtol": 1e-7} if x1.dtype == F64 else {"atol": 1e-4, "rtol": 1e-3}),
     )
-    return problem or _meta_rule(extra, 1)
+    return problem or rules.meta_rule(extra, 1)
 
 
 def _rule_arccos(args: list, got: Any, extra: dict[str, Any]) -> str | None:
     x1, x2 = args
-    problem = _common(extra, ["x1", "x2"])
+    problem = rules.common(extra, ["x1", "x2"])
     if problem:
         return problem
     a, b = x1.detach().to(F64).cpu(), x2.detach().to(F64).cpu()
@@ -601,7 +414,7 @@ def _rule_arccos(args: list, got: Any, extra: dict[str, Any]) -> str | None:
     }
     hint = "Theta = ||z|| ||z'|| (sin phi + (pi - phi) cos phi) / (2 pi) + z.z' (pi - phi) / (2 pi)"
     tol = {"atol": 1e-9, "rtol": 1e-7} if x1.dtype == F64 else {"atol": 1e-4, "rtol": 2e-3}
-    problem = _tensor_rule(
+    problem = rules.tensor_rule(
         got, expected, x1, what="the kernel", hint=hint, diagnoses=diagnoses, **tol
     )
     if problem and "NaN" in problem:
@@ -609,12 +422,12 @@ def _rule_arccos(args: list, got: Any, extra: dict[str, Any]) -> str | None:
             "\n  hint: round-off can make cos phi = z.z' / (||z|| ||z'||) slightly larger than 1 "
             "(e.g. on the diagonal, x with itself) and arccos of it is NaN: clamp cos to [-1, 1]"
         )
-    return problem or _meta_rule(extra, 1)
+    return problem or rules.meta_rule(extra, 1)
 
 
 def _rule_predict(args: list, got: Any, extra: dict[str, Any]) -> str | None:
     k_train, k_test, y, f0_train, f0_test, t = args
-    problem = _common(extra, ["k_train", "k_test_train", "y", "f0_train", "f0_test", "t"])
+    problem = rules.common(extra, ["k_train", "k_test_train", "y", "f0_train", "f0_test", "t"])
     if problem:
         return problem
     K, Ks, yy, g0, h0 = (v.detach().to(F64).cpu() for v in (k_train, k_test, y, f0_train, f0_test))
@@ -649,15 +462,15 @@ def _rule_predict(args: list, got: Any, extra: dict[str, Any]) -> str | None:
         "so that a singular kernel is fine"
     )
     tol = {"atol": 1e-8, "rtol": 1e-6} if k_train.dtype == F64 else {"atol": 1e-3, "rtol": 1e-3}
-    problem = _tensor_rule(
+    problem = rules.tensor_rule(
         got, expected, k_train, what="the predictions", hint=hint, diagnoses=diagnoses, **tol
     )
-    return problem or _meta_rule(extra, 1)
+    return problem or rules.meta_rule(extra, 1)
 
 
 def _rule_alignment(args: list, got: Any, extra: dict[str, Any]) -> str | None:
     k, y = args
-    problem = _common(extra, ["k", "y"])
+    problem = rules.common(extra, ["k", "y"])
     if problem:
         return problem
     if isinstance(got, float | int) and not isinstance(got, bool):
@@ -681,7 +494,7 @@ def _rule_alignment(args: list, got: Any, extra: dict[str, Any]) -> str | None:
         "with y as given": lambda: (yc @ K @ yc) / (K.norm() * yc.square().sum()),
     }
     hint = "A(K, y) = y^T K y / (||K||_F ||y||^2), a 0-d tensor"
-    problem = _tensor_rule(
+    problem = rules.tensor_rule(
         got,
         expected,
         k,
@@ -690,12 +503,12 @@ def _rule_alignment(args: list, got: Any, extra: dict[str, Any]) -> str | None:
         diagnoses=diagnoses,
         **_tolerance(k.dtype),
     )
-    return problem or _meta_rule(extra, 1)
+    return problem or rules.meta_rule(extra, 1)
 
 
 def _rule_split(args: list, got: Any, extra: dict[str, Any]) -> str | None:
     p, frac, seed = args
-    problem = _common(extra, ["p", "train_frac", "seed"]) or _pair(
+    problem = rules.common(extra, ["p", "train_frac", "seed"]) or rules.tuple_rule(
         got, 2, "train indices, test indices"
     )
     if problem:
@@ -704,7 +517,7 @@ def _rule_split(args: list, got: Any, extra: dict[str, Any]) -> str | None:
     n_train = round(frac * n)
     for name, value, size in (("train", got[0], n_train), ("test", got[1], n - n_train)):
         if not isinstance(value, Tensor):
-            return f"the {name} indices should be a torch.Tensor, got {_short(value)}"
+            return f"the {name} indices should be a torch.Tensor, got {rules.short(value)}"
         if value.dtype != torch.int64:
             return (
                 f"the {name} indices should have dtype torch.int64 (index tensors), got "
@@ -782,48 +595,7 @@ def call_function(exercise: str, fn: Callable, spec: dict[str, Any]) -> tuple[An
     return _CALLS[EXERCISES[exercise][0]](fn, spec)
 
 
-_SHAPE_WORDS = (
-    "size of tensor",
-    "shape",
-    "must match",
-    "cannot be multiplied",
-    "dimension",
-    "broadcast",
-)
-
-
-def _run(exercise: str, fn: Callable, cases: list[tuple[str, dict[str, Any]]]) -> None:
-    """Run every case through the shared call and rule; raise :class:`CheckFailed` on the first
-    failure, print one success line otherwise."""
-    for case, spec in cases:
-        try:
-            value, extra = call_function(exercise, fn, spec)
-        except NotImplementedError:
-            raise
-        except CheckFailed:
-            raise
-        except Exception as err:  # any error in the student's code becomes feedback
-            text = f"[{case}] your function raised {type(err).__name__}: {err}"
-            if any(word in str(err).lower() for word in _SHAPE_WORDS):
-                text += (
-                    "\n  hint: a shape error inside your function: write down the shape of every "
-                    "intermediate (the statement gives the shapes) and check transposes"
-                )
-            if "does not require grad" in str(err) or "element 0 of tensors" in str(err):
-                text += (
-                    "\n  hint: this exercise runs with autograd switched off: derive the gradient "
-                    "by hand"
-                )
-            raise CheckFailed(text) from None
-        problem = judge(exercise, spec, value, extra)
-        if problem:
-            raise CheckFailed(f"[{case}] {problem}")
-    passed(exercise, len(cases))
-
-
 # ----------------------------------------------------------------------------- the cases
-def _device() -> torch.device:
-    return torch.device(labcore.get_device())
 
 
 def modes_cases(g: torch.Generator, device: torch.device | None = None) -> list[tuple[str, dict]]:
@@ -1091,7 +863,18 @@ _CHECK_SEEDS = {name: 600 + i for i, name in enumerate(CASES)}
 
 def _check(exercise: str, fn: Callable) -> None:
     g = torch.Generator().manual_seed(_CHECK_SEEDS[exercise])
-    _run(exercise, fn, CASES[exercise](g, _device()))
+    cases = CASES[exercise](g, labcore.get_device())
+    run_judged(
+        cases,
+        lambda spec: call_function(exercise, fn, spec),
+        lambda spec, value, extra: judge(exercise, spec, value, extra),
+        shape_hint="check transposes",
+        hints={
+            phrase: "this exercise runs with autograd switched off: derive the gradient by hand"
+            for phrase in ("does not require grad", "element 0 of tensors")
+        },
+    )
+    passed(exercise, len(cases))
 
 
 # ----------------------------------------------------------------------------- the checks

@@ -18,7 +18,15 @@ from torch import nn
 
 import labcore
 from labcore import mlp as ref
-from labcore.checks import CheckFailed, assert_unchanged, compare, passed, run_case, snapshot
+from labcore.checks import (
+    CheckFailed,
+    assert_unchanged,
+    compare,
+    passed,
+    rules,
+    run_case,
+    snapshot,
+)
 from labcore.data import digits
 
 __all__ = [
@@ -48,6 +56,8 @@ ACTIVATION_CALL_SOURCE = """
 def call(fn, spec):
     import torch
 
+    from labcore.checks.rules import changed, copies, reference_in_place
+
     def reference_layer_forward(x, W, b, activation):
         return activation(torch.nn.functional.linear(x, W, b))
 
@@ -55,22 +65,11 @@ def call(fn, spec):
                    "identity": lambda z: z}
     args = list(spec["args"])
     args[spec["act_index"]] = activations[args[spec["act_index"]]]
-    before = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in args]
-    namespace = getattr(fn, "__globals__", None)
-    swap = bool(spec.get("reference_layer")) and isinstance(namespace, dict)
-    missing = object()
-    saved = namespace.get("layer_forward", missing) if swap else missing
-    if swap:
-        namespace["layer_forward"] = reference_layer_forward
-    try:
+    before = copies(args)
+    in_place = {"layer_forward": reference_layer_forward} if spec.get("reference_layer") else {}
+    with reference_in_place(fn, in_place):
         value = fn(*args)
-    finally:
-        if swap and saved is missing:
-            namespace.pop("layer_forward", None)
-        elif swap:
-            namespace["layer_forward"] = saved
-    mutated = [i for i, (a, c) in enumerate(zip(args, before))
-               if c is not None and not (a.shape == c.shape and torch.equal(a.detach(), c))]
+    mutated = changed(args, before)
     return value, {"mutated": mutated}
 """
 
@@ -81,6 +80,7 @@ CLASSIFIER_CALL_SOURCE = """
 def call(fn, spec):
     import torch
 
+    from labcore.checks.rules import changed, copies, watch_global_state
     from labcore.mlp import MLP
 
     X, y = spec["args"]
@@ -88,29 +88,19 @@ def call(fn, spec):
         model = MLP(spec["sizes"], spec["activation"])
     model.load_state_dict(spec["state"])
     model.to(X.device)
-    before = (X.clone(), y.clone())
-    rng = torch.random.get_rng_state()
-    losses = fn(model, X, y, **spec["kwargs"])
-    extra = {
-        "mutated": [i for i, (a, b) in enumerate(zip((X, y), before))
-                    if not (a.shape == b.shape and torch.equal(a, b))],
-        "global_rng": not torch.equal(rng, torch.random.get_rng_state()),
-        "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "grads": {k: (p.grad.detach().cpu().clone() if p.grad is not None else None)
-                  for k, p in model.named_parameters()},
-    }
+    before = copies([X, y])
+    with watch_global_state() as extra:  # a probe RNG state; the caller's is put back
+        losses = fn(model, X, y, **spec["kwargs"])
+    extra["mutated"] = changed([X, y], before)
+    extra["state"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    extra["grads"] = {k: (p.grad.detach().cpu().clone() if p.grad is not None else None)
+                      for k, p in model.named_parameters()}
     return losses, extra
 """
 
 
-def _compile(source: str) -> Callable:
-    namespace: dict = {}
-    exec(source, namespace)  # the grader's kernel runs the very same source
-    return namespace["call"]
-
-
-_ACTIVATION_CALL = _compile(ACTIVATION_CALL_SOURCE)
-_CLASSIFIER_CALL = _compile(CLASSIFIER_CALL_SOURCE)
+_ACTIVATION_CALL = rules.compile_call(ACTIVATION_CALL_SOURCE)
+_CLASSIFIER_CALL = rules.compile_call(CLASSIFIER_CALL_SOURCE)
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid,
                "identity": lambda z: z}  # fmt: skip
 
@@ -589,10 +579,10 @@ def check_train_classifier(train_classifier: Callable, *, time_limit: float = 30
     # One CPU thread: fastest for a model this small, and the time limit then measures the loop
     # rather than how busy the machine's other cores are. Restored afterwards.
     torch.set_num_threads(1)
-    rng = torch.random.get_rng_state()
     try:
         start = time.perf_counter()
-        losses = run_case(case, train_classifier, model, X_train, y_train)
+        with rules.watch_global_state() as report:  # the caller's RNG state is put back
+            losses = run_case(case, train_classifier, model, X_train, y_train)
         seconds = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)
@@ -606,7 +596,7 @@ def check_train_classifier(train_classifier: Callable, *, time_limit: float = 30
     problem = judge_classifier(
         {"epochs": len(losses)},
         losses,
-        {"mutated": [], "global_rng": not torch.equal(rng, torch.random.get_rng_state())},
+        {"mutated": [], "global_rng": report["global_rng"]},
     )
     if problem:
         raise CheckFailed(f"[{case}] {problem}")

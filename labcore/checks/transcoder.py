@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
-from unittest import mock
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +25,17 @@ from torch import nn
 
 import labcore
 from labcore import transcoder as ref
-from labcore.checks import CheckFailed, assert_unchanged, compare, passed, run_case, snapshot
-from labcore.checks import diagnose as _diagnose_all
-from labcore.checks import forbid as _forbid
+from labcore.checks import (
+    CheckFailed,
+    assert_unchanged,
+    compare,
+    diagnose,
+    passed,
+    rules,
+    run_case,
+    snapshot,
+    without,
+)
 from labcore.transformer import GPT, GPTConfig
 
 __all__ = [
@@ -49,69 +56,18 @@ F64 = torch.float64
 # --------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------
-def _device() -> torch.device:
-    return labcore.get_device()
 
 
-def _tolerance(dtype: torch.dtype) -> dict[str, float]:
-    return {"atol": 1e-10, "rtol": 1e-8} if dtype == F64 else {"atol": 2e-5, "rtol": 1e-4}
-
-
-@contextlib.contextmanager
-def _without(*names: str, what: str) -> Iterator[None]:
+def _without_ref(*names: str, what: str) -> contextlib.AbstractContextManager[None]:
     """Make the ``labcore.transcoder`` functions ``names`` fail while the student's code runs."""
-    with contextlib.ExitStack() as stack:
-        for name in names:
-            message = (
-                f"this exercise asks you to write {what} yourself; do not call "
-                f"labcore.transcoder.{name} (the check compares your result with it)"
-            )
-            stack.enter_context(mock.patch.object(ref, name, _forbid(message)))
-        yield
-
-
-@contextlib.contextmanager
-def reference_in_place(fn: Callable, name: str, reference: Callable) -> Iterator[None]:
-    """Bind ``reference`` under ``name`` in ``fn``'s namespace (the notebook's globals) while the
-    block runs, then restore what was there: an exercise that calls the student's earlier exercise
-    ``name`` is judged on its own, so that one mistake costs points once."""
-    namespace = getattr(fn, "__globals__", None)
-    if not isinstance(namespace, dict):
-        yield
-        return
-    missing = object()
-    old = namespace.get(name, missing)
-    namespace[name] = reference
-    try:
-        yield
-    finally:
-        if old is missing:
-            namespace.pop(name, None)
-        else:
-            namespace[name] = old
-
-
-def _diagnose(got: object, expected: Tensor, mistakes: dict, default: str) -> str:
-    """:func:`labcore.checks.diagnose`, skipped (``default``) when ``got`` already matches
-    ``expected`` within the checks' tolerance: the typical mistakes (whole forward passes for the
-    model exercises) are computed only for an answer that is about to fail."""
-    if (
-        isinstance(got, Tensor)
-        and got.shape == expected.shape
-        and got.dtype == expected.dtype
-        and got.device == expected.device
-    ):
-        with torch.no_grad():
-            if torch.allclose(got.detach(), expected.detach(), **_tolerance(expected.dtype)):
-                return default
-    return _diagnose_all(got, expected, mistakes, default)
+    return without(*((ref, name) for name in names), what=what)
 
 
 def _pair(case: str, got: object, names: str) -> tuple[object, object]:
-    if not (isinstance(got, tuple | list) and len(got) == 2):
+    problem = rules.tuple_rule(got, 2, names.strip("()"))
+    if problem:
         raise CheckFailed(
-            f"[{case}] expected a pair {names}, got {type(got).__name__}"
-            f"\n  hint: the result is the pair {names}, in this order"
+            f"[{case}] {problem}\n  hint: the result is the pair {names}, in this order"
         )
     return got[0], got[1]
 
@@ -308,7 +264,7 @@ def _mlp_io_mistakes(model: GPT, tokens: Tensor, layer: int, which: int):
 def check_mlp_io(mlp_io: Callable) -> None:
     """``mlp_io(model, tokens, layer) -> (inputs, targets)``, both ``(batch * pos, d_model)``:
     ``blocks.{layer}.ln2.hook_normalized`` and ``blocks.{layer}.hook_mlp_out``."""
-    device = _device()
+    device = labcore.get_device()
     model = _random_gpt(50)
     g = torch.Generator().manual_seed(50)
     tokens = torch.randint(0, 23, (3, 7), generator=g)
@@ -324,7 +280,7 @@ def check_mlp_io(mlp_io: Callable) -> None:
         before = snapshot(t)
         with torch.no_grad():
             expected = ref.collect_mlp_io(m, t, layer)
-        with _without("collect_mlp_io", what="the collection through hooks"), torch.no_grad():
+        with _without_ref("collect_mlp_io", what="the collection through hooks"), torch.no_grad():
             got = run_case(case, mlp_io, m, t, layer)
         assert_unchanged(case, before, t, "tokens")
         inputs, targets = _pair(case, got, "(inputs, targets)")
@@ -348,7 +304,7 @@ def check_mlp_io(mlp_io: Callable) -> None:
                     "ln2.hook_normalized -> hook_mlp_out"
                 )
             with torch.no_grad():
-                hint = _diagnose(
+                hint = diagnose(
                     value,
                     expected[which],
                     _mlp_io_mistakes(m, t, layer, which),
@@ -362,7 +318,7 @@ def check_mlp_io(mlp_io: Callable) -> None:
                 f"{case}: {name}",
                 value,
                 expected[which],
-                **_tolerance(expected[which].dtype),
+                **rules.tolerance(expected[which].dtype),
                 hint=hint,
             )
     passed("mlp_io", len(cases))
@@ -392,7 +348,7 @@ def _forward_mistakes(x, W_enc, b_enc, W_dec, b_dec, y_ref, f_ref):
 def check_transcoder_forward(transcoder_forward: Callable) -> None:
     """``transcoder_forward(x, W_enc, b_enc, W_dec, b_dec) -> (y_hat, f)`` for ``x (..., d_in)``."""
     g = torch.Generator().manual_seed(51)
-    device = _device()
+    device = labcore.get_device()
     settings = [
         ("x (6, 5), d_hidden 12, d_out 4", (6,), 5, 12, 4, torch.float32, "cpu"),
         ("batch of 1: x (1, 8), d_hidden 16, d_out 8", (1,), 8, 16, 8, torch.float32, "cpu"),
@@ -414,15 +370,15 @@ def check_transcoder_forward(transcoder_forward: Callable) -> None:
             assert_unchanged(case, before[name], t, name)
         y_hat, f = _pair(case, got, "(y_hat, f)")
         f_mistakes, y_mistakes = _forward_mistakes(x, *params, y_ref, f_ref)
-        tol = _tolerance(dtype)
+        tol = rules.tolerance(dtype)
         compare(
             f"{case}: f", f, f_ref, **tol,
-            hint=_diagnose(f, f_ref, f_mistakes,
+            hint=diagnose(f, f_ref, f_mistakes,
                            "f = relu(x @ W_enc + b_enc), shape (..., d_hidden)"),
         )  # fmt: skip
         compare(
             f"{case}: y_hat", y_hat, y_ref, **tol,
-            hint=_diagnose(y_hat, y_ref, y_mistakes,
+            hint=diagnose(y_hat, y_ref, y_mistakes,
                            "y_hat = f @ W_dec + b_dec, shape (..., d_out)"),
         )  # fmt: skip
     passed("transcoder_forward", len(settings))
@@ -465,7 +421,7 @@ def check_transcoder_loss(transcoder_loss: Callable, normalize_decoder_rows: Cal
     ``||y - y_hat||^2 + l1_coeff * sum_i |f_i|``, differentiable; ``normalize_decoder_rows(W_dec)``:
     ``W_dec`` with unit-norm rows."""
     g = torch.Generator().manual_seed(52)
-    device = _device()
+    device = labcore.get_device()
     settings = [
         ("n 8, d_in 5, d_hidden 12, d_out 4, l1_coeff 0.1", 8, 5, 12, 4, 0.1, torch.float32, "cpu"),
         ("l1_coeff 0 (the squared error alone)", 6, 4, 8, 4, 0.0, torch.float32, "cpu"),
@@ -483,20 +439,20 @@ def check_transcoder_loss(transcoder_loss: Callable, normalize_decoder_rows: Cal
         expected = _transcoder_loss(x, y, *params, coeff)
         grads_ref = torch.autograd.grad(expected, params)
         before = (snapshot(x), snapshot(y))
-        with reference_in_place(transcoder_loss, "transcoder_forward", _transcoder_forward):
+        with rules.reference_in_place(transcoder_loss, {"transcoder_forward": _transcoder_forward}):
             got = run_case(case, transcoder_loss, x, y, *params, coeff)
         assert_unchanged(case, before[0], x, "x")
         assert_unchanged(case, before[1], y, "y")
         with torch.no_grad():
             mistakes = _loss_mistakes(x, y, [p.detach() for p in params], coeff)
-        hint = _diagnose(
+        hint = diagnose(
             got.detach() if isinstance(got, Tensor) else got,
             expected.detach(),
             mistakes,
             "loss = ((y - y_hat)^2 summed over d_out + l1_coeff * |f| summed over d_hidden), "
             "averaged over the tokens; a 0-d tensor",
         )
-        compare(f"{case}: loss", got, expected.detach(), **_tolerance(dtype), hint=hint)
+        compare(f"{case}: loss", got, expected.detach(), **rules.tolerance(dtype), hint=hint)
         if not got.requires_grad:
             raise CheckFailed(
                 f"[{case}] the loss does not require gradients, so training could not use it"
@@ -516,7 +472,7 @@ def check_transcoder_loss(transcoder_loss: Callable, normalize_decoder_rows: Cal
                     "from all four parameters"
                 )
             compare(f"{case}: gradient with respect to {name}", grad, grad_ref,
-                    **_tolerance(dtype), hint="the value is right but not its gradient: "
+                    **rules.tolerance(dtype), hint="the value is right but not its gradient: "
                     "use differentiable torch operations only")  # fmt: skip
         n_cases += 1
 
@@ -533,7 +489,7 @@ def check_transcoder_loss(transcoder_loss: Callable, normalize_decoder_rows: Cal
         expected = _normalize_rows(w)
         got = run_case(f"normalize_decoder_rows, {case}", normalize_decoder_rows, w)
         assert_unchanged(f"normalize_decoder_rows, {case}", before, w, "W_dec")
-        hint = _diagnose(
+        hint = diagnose(
             got,
             expected,
             _rows_mistakes(before),
@@ -541,7 +497,9 @@ def check_transcoder_loss(transcoder_loss: Callable, normalize_decoder_rows: Cal
         )
         if isinstance(got, Tensor):
             got = got.detach()
-        compare(f"normalize_decoder_rows, {case}", got, expected, **_tolerance(dtype), hint=hint)
+        compare(
+            f"normalize_decoder_rows, {case}", got, expected, **rules.tolerance(dtype), hint=hint
+        )
         n_cases += 1
     passed("transcoder_loss and normalize_decoder_rows", n_cases)
 
@@ -584,7 +542,7 @@ def check_metrics(fvu: Callable, l0: Callable) -> None:
     """``fvu(y_hat, y)``: ``sum ||y - y_hat||^2 / sum ||y - mean(y)||^2`` (mean over tokens);
     ``l0(f)``: the mean number of nonzero features per token. Both 0-d tensors."""
     g = torch.Generator().manual_seed(53)
-    device = _device()
+    device = labcore.get_device()
 
     def noisy(*shape, dtype=torch.float32, noise=0.3):
         y = (
@@ -606,18 +564,18 @@ def check_metrics(fvu: Callable, l0: Callable) -> None:
     for case, y_hat, y in fvu_settings:
         before = (snapshot(y_hat), snapshot(y))
         expected = ref.fvu(y_hat, y)
-        with _without("fvu", what="the FVU"):
+        with _without_ref("fvu", what="the FVU"):
             got = run_case(f"fvu, {case}", fvu, y_hat, y)
         assert_unchanged(f"fvu, {case}", before[0], y_hat, "y_hat")
         assert_unchanged(f"fvu, {case}", before[1], y, "y")
-        hint = _diagnose(
+        hint = diagnose(
             got,
             expected,
             _fvu_mistakes(y_hat, y, expected),
             "FVU = (sum over tokens of ||y - y_hat||^2) / (sum over tokens of "
             "||y - mean(y)||^2), a 0-d tensor; the tokens are all leading axes",
         )
-        compare(f"fvu, {case}", got, expected, **_tolerance(y.dtype), hint=hint)
+        compare(f"fvu, {case}", got, expected, **rules.tolerance(y.dtype), hint=hint)
 
     def sparse(*shape, dtype=torch.float32):
         return F.relu(torch.randn(*shape, generator=g, dtype=dtype) - 0.8)
@@ -633,7 +591,7 @@ def check_metrics(fvu: Callable, l0: Callable) -> None:
     for case, f in l0_settings:
         before = snapshot(f)
         expected = ref.l0(f).to(F64)  # a mean of counts: compared in float64, any float dtype
-        with _without("l0", what="L0"):
+        with _without_ref("l0", what="L0"):
             got = run_case(f"l0, {case}", l0, f)
         assert_unchanged(f"l0, {case}", before, f, "f")
         if isinstance(got, Tensor) and got.is_floating_point():
@@ -643,7 +601,7 @@ def check_metrics(fvu: Callable, l0: Callable) -> None:
                 f"[l0, {case}] expected a float tensor, got dtype {got.dtype}"
                 "\n  hint: a mean of counts is not an integer: convert with .float() before .mean()"
             )
-        hint = _diagnose(
+        hint = diagnose(
             got,
             expected,
             _l0_mistakes(f),
@@ -676,7 +634,7 @@ def check_penalty(penalty: Callable) -> None:
     """``penalty(f, kind)``: ``mean_tokens sum_i |f_i|`` ("l1") or ``mean_tokens sum_i f_i^2``
     ("l2"), differentiable; another ``kind`` raises ``ValueError``."""
     g = torch.Generator().manual_seed(54)
-    device = _device()
+    device = labcore.get_device()
 
     def values(*shape, dtype=torch.float32):
         f = torch.randn(*shape, generator=g, dtype=dtype)
@@ -700,14 +658,14 @@ def check_penalty(penalty: Callable) -> None:
         got = run_case(case, penalty, x, kind)
         assert_unchanged(case, before, x, "f")
         with torch.no_grad():
-            hint = _diagnose(
+            hint = diagnose(
                 got.detach() if isinstance(got, Tensor) else got,
                 expected.detach(),
                 _penalty_mistakes(f, kind),
                 "l1: the mean over tokens of sum_i |f_i|; l2: the mean over tokens of "
                 "sum_i f_i^2 (a 0-d tensor)",
             )
-        compare(case, got, expected.detach(), **_tolerance(f.dtype), hint=hint)
+        compare(case, got, expected.detach(), **rules.tolerance(f.dtype), hint=hint)
         if not got.requires_grad:
             raise CheckFailed(
                 f"[{case}] the penalty does not require gradients\n  hint: use torch operations "
@@ -718,7 +676,7 @@ def check_penalty(penalty: Callable) -> None:
             f"{case}: gradient with respect to f",
             grad,
             grad_ref,
-            **_tolerance(f.dtype),
+            **rules.tolerance(f.dtype),
             hint="d/df_i of mean_tokens |f_i| is sign(f_i) / n_tokens; of f_i^2 it is "
             "2 f_i / n_tokens",
         )
@@ -780,7 +738,7 @@ def check_splice(spliced_logits: Callable, loss_recovered: Callable) -> None:
     replaced by ``transcoder(x)[0]`` for ``x`` from ``ln2.hook_normalized``;
     ``loss_recovered(original, ablated, spliced) = (ablated - spliced) / (ablated - original)``."""
     g = torch.Generator().manual_seed(55)
-    device = _device()
+    device = labcore.get_device()
     model = _random_gpt(55)
     tokens = torch.randint(0, 23, (3, 8), generator=g)
     tc = _random_transcoder(16, 24, 16, g)
@@ -800,7 +758,7 @@ def check_splice(spliced_logits: Callable, loss_recovered: Callable) -> None:
             clean = m(t)
             expected = _spliced_logits(m, t_c, layer, t)
             try:
-                with _without("splice_hooks", "spliced_loss", what="the splicing hooks"):
+                with _without_ref("splice_hooks", "spliced_loss", what="the splicing hooks"):
                     got = run_case(case, spliced_logits, m, t_c, layer, t)
             except CheckFailed as err:
                 if "must return a tensor or None, got tuple" not in str(err):
@@ -815,7 +773,7 @@ def check_splice(spliced_logits: Callable, loss_recovered: Callable) -> None:
             _check_no_hook_left(case, m, t, clean)
             if isinstance(got, Tensor):
                 got = got.detach()
-            hint = _diagnose(
+            hint = diagnose(
                 got,
                 expected,
                 _splice_mistakes(m, t_c, layer, t, clean),
@@ -835,7 +793,7 @@ def check_splice(spliced_logits: Callable, loss_recovered: Callable) -> None:
     ]
     for case, original, ablated, spliced in ratio_settings:
         expected = float(_loss_recovered(original, ablated, spliced))
-        with _without("ce_loss_recovered", what="the CE loss recovered"):
+        with _without_ref("ce_loss_recovered", what="the CE loss recovered"):
             got = run_case(f"loss_recovered, {case}", loss_recovered, original, ablated, spliced)
         if isinstance(got, Tensor) and got.numel() == 1:
             got = got.item()
@@ -889,7 +847,7 @@ def check_animacy_correlation(animacy_correlation: Callable) -> None:
     column of ``features (n_prompts, d_hidden)`` with the 0/1 label ``animate (n_prompts,)``;
     0 (not nan) for a feature that is constant (e.g. never fires)."""
     g = torch.Generator().manual_seed(56)
-    device = _device()
+    device = labcore.get_device()
 
     def make(n, d, dtype=torch.float32, constants=(0.0, 0.5)):
         animate = torch.rand(n, generator=g) < 0.5
@@ -923,7 +881,7 @@ def check_animacy_correlation(animacy_correlation: Callable) -> None:
                 "correlation is 0 here, not nan (e.g. torch.where(std > 0, corr, 0))"
             )
         n = features.shape[0]
-        hint = _diagnose(
+        hint = diagnose(
             got,
             expected,
             _correlation_mistakes(features, animate, expected),
@@ -951,7 +909,7 @@ def check_ablate_features(ablate_features: Callable) -> None:
     ``features`` of the transcoder set to 0 at ``positions[b]`` of each prompt ``b`` only; the
     MLP's output becomes ``MLP(x) + decode(edited f) - decode(f)`` (the error term is kept)."""
     g = torch.Generator().manual_seed(57)
-    device = _device()
+    device = labcore.get_device()
     model = _random_gpt(57)
     tokens = torch.randint(0, 23, (4, 9), generator=g)
     tc0 = _random_transcoder(16, 24, 16, g, enc_bias=0.5)
@@ -988,7 +946,7 @@ def check_ablate_features(ablate_features: Callable) -> None:
                 expected,
                 atol=1e-5,
                 rtol=1e-4,
-                hint=_diagnose(
+                hint=diagnose(
                     got,
                     expected,
                     mistakes,

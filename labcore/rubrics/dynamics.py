@@ -17,6 +17,7 @@ import torch
 from labcore import dynamics as D
 from labcore import mean_field as MF
 from labcore.checks import dynamics as checks
+from labcore.checks import rules
 from labcore.rubrics import (
     Exercise,
     HiddenCase,
@@ -334,7 +335,7 @@ def _score_integrate(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str
         return f"step was called {extra.get('calls')!r} times, expected {n_steps}. Hint: {hint}"
     return tensor_mismatch(
         value, case.expected, **_tol(case.expected.dtype), hint=hint
-    ) or checks._meta_rule(plain(extra))
+    ) or rules.meta_rule(plain(extra))
 
 
 # --------------------------------------------------------------------------- exercise 6

@@ -228,13 +228,14 @@ def call(fn, spec):
         before = w.clone()
         value = normalize(w)
         return value, {"mutated": [] if torch.equal(w, before) else [0]}
-    from labcore.checks.transcoder import _transcoder_forward, reference_in_place
+    from labcore.checks.rules import reference_in_place
+    from labcore.checks.transcoder import _transcoder_forward
 
     x, y = spec["x"], spec["y"]
     before = (x.clone(), y.clone())
     params = [p.detach().clone().requires_grad_(True) for p in spec["params"]]
     # graded on its own: labcore's transcoder_forward in place of the student's during the call
-    with reference_in_place(fn, "transcoder_forward", _transcoder_forward):
+    with reference_in_place(fn, {"transcoder_forward": _transcoder_forward}):
         value = fn(x, y, *params, spec["l1_coeff"])
     grads = None
     if isinstance(value, torch.Tensor) and value.requires_grad and value.numel() == 1:

@@ -434,7 +434,7 @@ MISTAKES = {
     "polynomial_features": [
         ("powers 1 .. degree + 1 (no column of ones)", poly_from_one, "not x**(k + 1)"),
         ("powers 0 .. degree - 1 (off by one)", poly_missing_last, "degree + 1 columns"),
-        ("returns float64 for float32 input", poly_float64, "expected dtype"),
+        ("returns float64 for float32 input", poly_float64, "should have dtype"),
         ("powers created on the CPU (ignores x's device)", poly_cpu_powers, "'meta' device"),
         ("unsqueezes x in place", poly_unsqueeze_in_place, "modified its input"),
         ("returns a NumPy array", poly_numpy, "torch.Tensor"),
@@ -471,7 +471,7 @@ MISTAKES = {
         ("returns Python floats", mle_floats, "no .item()"),
         ("root mean square, not centred", mle_uncentred, "subtract the mean"),
         ("centres x in place", mle_centres_in_place, "modified its input"),
-        ("computes in float64", mle_float64, "expected dtype"),
+        ("computes in float64", mle_float64, "should have dtype"),
     ],
     "mixture_nll": [
         ("log of a sum of densities (underflows)", mix_naive, "logsumexp"),
