@@ -27,26 +27,21 @@ import pytest
 import torch
 
 from labcore import function_approximation as fa
-from labcore import grade as grade_module
-from labcore.grade import (
-    _HARNESS,
-    _WRAPPER,
-    MAX_TENSOR_ELEMENTS,
-    CaseOutcome,
-    SubmissionGrade,
-    _cell_labels,
-    _exercise_cells,
-    _exercise_title,
-    _kill_sandbox_processes,
-    _read_record,
-    _reference_findings,
-    _resolve_isolation,
-    _socket_safe_tempdir,
-    _Worker,
-    find_reference_use,
-    main,
-    submission_names,
+from labcore.grade import CaseOutcome, SubmissionGrade, find_reference_use, main, submission_names
+from labcore.grading import transport as grade_module
+from labcore.grading.detect import cell_labels, exercise_cells, exercise_title, reference_findings
+from labcore.grading.inkernel import harness
+from labcore.grading.pool import socket_safe_tempdir
+from labcore.grading.records import WorkerSpec
+from labcore.grading.sandbox import (
+    KernelLimits,
+    Sandbox,
+    kernel_prefix,
+    kill_leftovers,
+    resolve_sandbox,
 )
+from labcore.grading.transport import MAX_TENSOR_ELEMENTS, read_record
+from labcore.grading.worker import Worker
 from labcore.rubrics import RUBRICS, HiddenCase, load_rubric
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -261,8 +256,11 @@ if FOUND:
 
 
 def isolated() -> bool:
-    """Whether this machine isolates kernels (root): by uid, by namespaces, or both."""
-    return _resolve_isolation("auto").mode != "none"
+    """Whether this machine isolates kernels (bubblewrap works here)."""
+    try:
+        return resolve_sandbox("bwrap").mode != "none"
+    except ValueError:
+        return False
 
 
 def submissions() -> dict[str, nbformat.NotebookNode]:
@@ -547,24 +545,19 @@ def harness_record(
     case = hidden_cases(exercise_id)[case_index]
     in_path, out_path = tmp_path / "in.pt", tmp_path / "out.pt"
     torch.save(case.inputs, in_path)
-    constants = {
-        "NONCE": "n0",
-        "IN_PATH": str(in_path),
-        "OUT_PATH": str(out_path),
-        "NAME": exercise.function,
-        "CALL_SOURCE": exercise.call_source,
-        "MAX_ELEMENTS": MAX_TENSOR_ELEMENTS,
-        "__labcore_ns": {exercise.function: function},
-    }
-    exec(_HARNESS, constants)  # the grader's own kernel-side code
-    return _read_record(out_path, "n0")
+    namespace = {exercise.function: function}
+    harness.run(  # the grader's own kernel-side code
+        namespace, "n0", str(in_path), str(out_path), exercise.function, exercise.call_source,
+        MAX_TENSOR_ELEMENTS,
+    )  # fmt: skip
+    return read_record(out_path, "n0")
 
 
 def score(
     function: Callable[..., Any], exercise_id: str, case_index: int, tmp_path: Path
 ) -> CaseOutcome:
     """Score ``function`` on one hidden case as the worker would, without a kernel."""
-    worker = _Worker.__new__(_Worker)
+    worker = Worker.__new__(Worker)
     worker.grade = SubmissionGrade.empty("x", "x", RUBRIC)
     exercise = RUBRIC.exercise(exercise_id)
     record = harness_record(function, exercise_id, case_index, tmp_path)
@@ -641,18 +634,18 @@ class _Evil:
 def test_results_are_loaded_safely(tmp_path, monkeypatch):
     path = tmp_path / "out.pt"
     torch.save({"nonce": "n0", "status": "ok", "value": None, "extra": None}, path)
-    assert _read_record(path, "n0") is not None
-    assert _read_record(path, "another nonce") is None  # a stale or forged file
+    assert read_record(path, "n0") is not None
+    assert read_record(path, "another nonce") is None  # a stale or forged file
     monkeypatch.setattr(grade_module, "MAX_RESULT_BYTES", 64)
-    assert _read_record(path, "n0") is None  # too large to be loaded at all
+    assert read_record(path, "n0") is None  # too large to be loaded at all
     monkeypatch.undo()
     path.write_bytes(pickle.dumps({"nonce": "n0", "status": "ok", "value": _Evil()}, protocol=2))
-    assert _read_record(path, "n0") is None  # arbitrary objects are never unpickled
+    assert read_record(path, "n0") is None  # arbitrary objects are never unpickled
     link = tmp_path / "link.pt"
     torch.save({"nonce": "n0"}, tmp_path / "elsewhere.pt")
     link.symlink_to(tmp_path / "elsewhere.pt")
-    assert _read_record(link, "n0") is None
-    assert _read_record(tmp_path / "missing.pt", "n0") is None
+    assert read_record(link, "n0") is None
+    assert read_record(tmp_path / "missing.pt", "n0") is None
     # a returned object of an unknown type reaches the grader as its type name only
     outcome = score(lambda x: (_Evil(), 1), "ex-gaussian-mle", 0, tmp_path)
     assert not outcome.passed and "_Evil" in outcome.message
@@ -702,8 +695,8 @@ def test_malformed_cells_do_not_crash_the_grader():
         }
     )  # fmt: skip
     cells = [c for c in nb.cells if isinstance(c, dict) and c.get("cell_type") == "code"]
-    assert _exercise_cells(cells, RUBRIC) == {"ex-gaussian-mle": 2}
-    assert _cell_labels(nb) == ["1", "2", "3"]  # positions: an id could smuggle a formula
+    assert exercise_cells(cells, RUBRIC) == {"ex-gaussian-mle": 2}
+    assert cell_labels(nb) == ["1", "2", "3"]  # positions: an id could smuggle a formula
     assert find_reference_use(nb, RUBRIC) == []  # `fa` was never imported from labcore here
 
 
@@ -724,26 +717,31 @@ def test_unknown_lab_is_a_usage_error(tmp_path, capsys):
     assert not (tmp_path / "g.csv").exists()
 
 
-def test_kernel_wrapper_sets_limits_and_drops_privileges():
-    """The launch wrapper limits what it execs; as root, it also runs it under the sandbox uid."""
-    uid = 123_457 if os.geteuid() == 0 else None
-    config = {
-        "memory_bytes": 2**30, "file_bytes": 2**20, "cpu_seconds": 30, "nproc": 64, "uid": uid,
-    }  # fmt: skip
+@pytest.mark.parametrize("mode", ["bwrap", "none"])
+def test_kernel_prefix_sets_limits_and_drops_privileges(mode, tmp_path):
+    """The kernel's command prefix limits what it runs; under bwrap as root, as its own uid."""
+    if mode == "bwrap" and not isolated():
+        pytest.skip("bubblewrap does not work here")
+    sandbox = Sandbox("none") if mode == "none" else resolve_sandbox("bwrap")
+    uid = 123_457 if sandbox.own_uid else None
+    box = tmp_path / "box"
+    box.mkdir(mode=0o711)
+    if uid is not None:
+        os.chown(box, uid, uid)
+    limits = KernelLimits(memory_bytes=2**30, file_bytes=2**20, cpu_seconds=30, nproc=64)
+    prefix = kernel_prefix(sandbox, limits, own=[box], hide=[], workdir=box, uid=uid)
     probe = (
         "import os, resource as r; print(os.getuid(), *(r.getrlimit(getattr(r, k))[0] "
-        "for k in ('RLIMIT_AS', 'RLIMIT_FSIZE', 'RLIMIT_CPU', 'RLIMIT_CORE')))"
+        "for k in ('RLIMIT_AS', 'RLIMIT_FSIZE', 'RLIMIT_CPU', 'RLIMIT_CORE', 'RLIMIT_NPROC')))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", _WRAPPER, json.dumps(config), "/bin/sh", "-c",
-         f"{sys.executable} -S -c \"{probe}\" 2>/dev/null || id -u"],
-        capture_output=True, text=True, timeout=60, cwd="/",
-    )  # fmt: skip
-    fields = result.stdout.split()
+        [*prefix, sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd="/"
+    )
     assert result.returncode == 0, result.stderr
+    fields = result.stdout.split()
     assert fields[0] == str(uid if uid is not None else os.getuid())
-    if len(fields) > 1:  # the interpreter was readable by the sandbox uid
-        assert fields[1:] == [str(2**30), str(2**20), "30", "0"]
+    assert fields[1:5] == [str(2**30), str(2**20), "30", "0"]
+    assert fields[5] == "64"
 
 
 def test_leftover_processes_are_killed():
@@ -754,7 +752,7 @@ def test_leftover_processes_are_killed():
     environ = Path(f"/proc/{sleeper.pid}/environ")
     while token.encode() not in environ.read_bytes():  # until the exec: fork copies our environ
         time.sleep(0.05)
-    _kill_sandbox_processes(token, None)
+    assert kill_leftovers(token, None) >= 1
     assert sleeper.wait(timeout=10) == -9
 
 
@@ -762,20 +760,20 @@ def test_unreadable_submission_is_a_status(tmp_path):
     broken = tmp_path / "broken.ipynb"
     broken.write_text("{ not json", encoding="utf-8")
     state = tmp_path / "state.json"
-    spec = {
-        "lab": LAB, "name": "broken", "path": str(broken), "state": str(state),
-        "box": str(tmp_path), "hdir": str(tmp_path), "uid": None, "token": "t",
-        "cell_timeout": 5, "total_timeout": 5, "memory_mb": 0, "seed": 0, "baseline": [],
-        "kernel_log": str(tmp_path / "k.log"),
-    }  # fmt: skip
-    worker = _Worker(spec)
+    spec = WorkerSpec(
+        lab=LAB, name="broken", path=str(broken), state=str(state), box=str(tmp_path),
+        channels=str(tmp_path), specs=str(tmp_path / "specs"), kernel_log=str(tmp_path / "k.log"),
+        cases="", token="t", uid=None, prefix=[], cell_timeout=5, total_timeout=5, memory_mb=0,
+        seed=0,
+    )  # fmt: skip
+    worker = Worker(spec)
     worker.run()
     grade = SubmissionGrade.from_json(state.read_text(encoding="utf-8"))
     assert grade.total == 0 and grade.status.startswith("unreadable notebook")
     assert json.loads(state.read_text(encoding="utf-8"))["finished"]
 
 
-def test_cells_are_named_by_position_and_exercise_title():
+def test_cells_are_named_by_position_andexercise_title():
     nb = nbformat.v4.new_notebook(
         cells=[
             nbformat.v4.new_code_cell("import torch"),
@@ -785,13 +783,13 @@ def test_cells_are_named_by_position_and_exercise_title():
             nbformat.v4.new_code_cell("check(softmax)"),
         ]
     )
-    assert _cell_labels(nb) == [
+    assert cell_labels(nb) == [
         "1",
         "3, Exercise 2: a 'softmax', stably",
         "5, Exercise 2: a 'softmax', stably",
     ]
-    assert _exercise_title(_cell_labels(nb)[1]) == "Exercise 2: a 'softmax', stably, cell 3"
-    assert _exercise_title("1") == "cell 1"
+    assert exercise_title(cell_labels(nb)[1]) == "Exercise 2: a 'softmax', stably, cell 3"
+    assert exercise_title("1") == "cell 1"
     # the detector's findings without their cells: a student's added cell shifts positions only
     rubric = load_rubric("02-attention")
     lab = nbformat.v4.new_notebook(
@@ -800,7 +798,7 @@ def test_cells_are_named_by_position_and_exercise_title():
     moved = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"), *lab.cells])
     assert find_reference_use(lab, rubric)[0].startswith("cell 1, exercise `attention`")
     assert find_reference_use(moved, rubric)[0].startswith("cell 2, exercise `attention`")
-    assert _reference_findings(lab, rubric)[0][1] == _reference_findings(moved, rubric)[0][1]
+    assert reference_findings(lab, rubric)[0][1] == reference_findings(moved, rubric)[0][1]
 
 
 def test_forkserver_socket_fits_under_a_deep_tmpdir(tmp_path, monkeypatch):
@@ -808,9 +806,9 @@ def test_forkserver_socket_fits_under_a_deep_tmpdir(tmp_path, monkeypatch):
     deep = tmp_path / ("d" * 70)
     deep.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(deep))
-    with _socket_safe_tempdir():
+    with socket_safe_tempdir():
         assert tempfile.gettempdir() == "/tmp"
     assert tempfile.gettempdir() == str(deep)
     monkeypatch.setattr(tempfile, "tempdir", "/tmp")
-    with _socket_safe_tempdir():
+    with socket_safe_tempdir():
         assert tempfile.gettempdir() == "/tmp"

@@ -14,8 +14,11 @@ WINDOW seconds after the other; the tests check that they did overlap. No outcom
 fast the machine is: the loop that must time out never ends, and the cells that must not take a
 few seconds against a cell limit of CELL_TIMEOUT.
 
-Under isolation (``uid`` or ``namespace``: the grader is root on Linux), each finds nothing. The
-control run (``--isolation none``) must find all of it, so these tests can fail.
+Each also tries the network: a TCP server that this test runs on the machine's loopback.
+
+Under isolation (``bwrap``: bubblewrap namespaces, and the kernel's own uid when the grader is root),
+each finds nothing. The control run (``--isolation none``) must find all of it, so these tests can
+fail.
 """
 
 from __future__ import annotations
@@ -24,22 +27,19 @@ import json
 import os
 import re
 import secrets
+import shutil
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from labcore.grade import (
-    _WRAPPER,
-    SYSTEM_PATHS,
-    _inside,
-    _Isolation,
-    _mount_plan,
-    _resolve_isolation,
-    main,
-)
+from labcore.grade import main
+from labcore.grading import sandbox as sandbox_module
+from labcore.grading.sandbox import KernelLimits, Sandbox, kernel_prefix, resolve_sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB = "00-function-approximation"
@@ -49,7 +49,7 @@ CELL_TIMEOUT = 20
 WINDOW = 15  # seconds each probe searches from its own start
 ROUNDS = 12  # cells of search(2): more than enough to fill the window
 #: What a probe may find; the control run without isolation must find every one of them.
-EVERYTHING = {"peer-notebook", "peer-secret", "gradebook", "feedback", "grader-files"}
+EVERYTHING = {"peer-notebook", "peer-secret", "gradebook", "feedback", "grader-files", "network"}
 
 #: The adversary's first cell: write secrets everywhere, define the search.
 SETUP = r"""
@@ -58,7 +58,7 @@ import os
 import sys
 import time
 
-ME, PEER, GUESS, TOKEN = {me!r}, {peer!r}, {guess!r}, {token!r}
+ME, PEER, GUESS, TOKEN, PORT = {me!r}, {peer!r}, {guess!r}, {token!r}, {port!r}
 START = time.time()
 UNTIL = START + {window!r}  # the peer, started at the same time, is searching too
 targets = (".", "..", "../..", "../../..", os.environ.get("TMPDIR", "."), "/tmp", "/var/tmp",
@@ -119,6 +119,16 @@ def look():
             HITS.add("umount")
 
 
+def network():
+    import socket
+    try:
+        with socket.create_connection(("127.0.0.1", PORT), timeout=2) as connection:
+            if connection.recv(16) == TOKEN.encode():
+                HITS.add("network")
+    except OSError:
+        pass
+
+
 def search(seconds):
     stop = min(time.time() + seconds, UNTIL)
     while time.time() < stop or time.time() - START < 0.5:
@@ -142,12 +152,13 @@ REPORT = re.compile(
 )
 
 
-def adversary(me: str, peer: str, guess: Path) -> nbformat.NotebookNode:
+def adversary(me: str, peer: str, guess: Path, port: int) -> nbformat.NotebookNode:
     """A notebook that looks for ``peer``, then loops until interrupted, then kills its kernel."""
-    setup = SETUP.format(me=me, peer=peer, guess=str(guess), window=WINDOW, token=TOKEN)
+    setup = SETUP.format(me=me, peer=peer, guess=str(guess), window=WINDOW, token=TOKEN, port=port)
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell(setup),
+        nbformat.v4.new_code_cell("network()"),
         # each cell searches for 2 s at most, until UNTIL
         *[nbformat.v4.new_code_cell("search(2)") for _ in range(ROUNDS)],
         nbformat.v4.new_code_cell(REPORT_CELL),
@@ -168,8 +179,24 @@ def grade_adversaries(folder: Path, isolation: str) -> dict:
     gradebook.write_text("submission,total\ncarol,12\n", encoding="utf-8")
     feedback = folder / "out" / "feedback" / f"carol-{TOKEN}.md"
     feedback.write_text("# carol: 12 / 12\n", encoding="utf-8")
+    server = socket.create_server(("127.0.0.1", 0))  # answers every connection with the token
+    server.settimeout(0.5)
+    serving = threading.Event()
+    serving.set()
+
+    def serve() -> None:
+        while serving.is_set():
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                continue
+            with connection:
+                connection.sendall(TOKEN.encode())
+
+    threading.Thread(target=serve, daemon=True).start()
+    port = server.getsockname()[1]
     for me, peer in (PEERS, PEERS[::-1]):
-        nbformat.write(adversary(me, peer, folder), folder / "submissions" / f"{me}.ipynb")
+        nbformat.write(adversary(me, peer, folder, port), folder / "submissions" / f"{me}.ipynb")
     cmd = [
         sys.executable, "-m", "labcore.grade", LAB,
         *[str(folder / "submissions" / f"{me}.ipynb") for me in PEERS],
@@ -182,6 +209,8 @@ def grade_adversaries(folder: Path, isolation: str) -> dict:
     try:
         run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     finally:  # unisolated probes leave secrets in the machine's shared folders
+        serving.clear()
+        server.close()
         for shared in ("/tmp", "/var/tmp", "/dev/shm"):
             for me in PEERS:
                 Path(shared, f"secret-{me}").unlink(missing_ok=True)
@@ -209,18 +238,18 @@ def grade_adversaries(folder: Path, isolation: str) -> dict:
     }
 
 
-def available(mode: str) -> str:
-    """The label of ``mode`` on this machine, or skip the test with the reason it is missing."""
+def available() -> Sandbox:
+    """The bubblewrap sandbox of this machine, or skip the test with the reason it is missing."""
     try:
-        return _resolve_isolation(mode).label
+        return resolve_sandbox("bwrap")
     except ValueError as err:
-        pytest.skip(f"no {mode} isolation here: {err}")
+        pytest.skip(f"no bubblewrap isolation here: {err}")
 
 
-@pytest.mark.parametrize("mode", ["uid", "namespace"])
-def test_parallel_submissions_see_nothing_of_each_other(mode, tmp_path):
-    label = available(mode)
-    run = grade_adversaries(tmp_path, mode)
+def test_parallel_submissions_see_nothing_of_each_other(tmp_path):
+    sandbox = available()
+    label = sandbox.label
+    run = grade_adversaries(tmp_path, "bwrap")
     assert f"isolation {label}:" in run["stderr"]
     alice, bob = (run["reports"][me] for me in PEERS)
     assert max(alice["start"], bob["start"]) < min(alice["end"], bob["end"]), (
@@ -228,14 +257,13 @@ def test_parallel_submissions_see_nothing_of_each_other(mode, tmp_path):
     )
     for me, report in run["reports"].items():
         assert report["hits"] == set(), f"{me} found {sorted(report['hits'])}"
-        if mode == "uid":
+        assert report["capeff"] == 0
+        if sandbox.own_uid:
             assert report["uid"] != 0
-        else:
-            assert report["uid"] == 0 and report["capeff"] == 0
         # the grader still interrupts an endless loop and sees how its kernel died
         assert f"timed out after {CELL_TIMEOUT} s and was interrupted" in run["status"][me]
         assert "the kernel was killed by SIGKILL" in run["status"][me]
-    if mode == "uid":
+    if sandbox.own_uid:
         assert alice["uid"] != bob["uid"]
     assert run["planted"] == []  # nothing written outside their own temporary folders
     old = tmp_path / "out" / f"old-grades-{TOKEN}.csv"
@@ -252,52 +280,61 @@ def test_without_isolation_the_probes_find_everything(tmp_path):
 
 
 # --------------------------------------------------------------------------- the parts, quickly
-def test_unknown_or_unavailable_isolation_is_an_error(monkeypatch, tmp_path, capsys):
+def test_missing_bubblewrap_is_an_error_that_names_the_protection_lost(
+    monkeypatch, tmp_path, capsys
+):
     with pytest.raises(ValueError, match="one of"):
-        _resolve_isolation("chroot")
-    assert _resolve_isolation("none") == _Isolation("none")
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # an ordinary user cannot isolate kernels
-    for mode in ("uid", "namespace"):
-        with pytest.raises(ValueError, match="root"):
-            _resolve_isolation(mode)
-    assert _resolve_isolation("auto").label == "none"
+        resolve_sandbox("chroot")
+    assert resolve_sandbox("none") == Sandbox("none", network=True)
+    real_which = shutil.which
+    monkeypatch.setattr(
+        sandbox_module.shutil, "which", lambda name: None if name == "bwrap" else real_which(name)
+    )
+    for mode in ("bwrap", "auto"):
+        with pytest.raises(ValueError, match="bubblewrap.*not installed.*--isolation none"):
+            resolve_sandbox(mode)
     notebook = tmp_path / "a.ipynb"
     nbformat.write(nbformat.v4.new_notebook(), notebook)
     with pytest.raises(SystemExit) as exit_info:
-        main([LAB, str(notebook), "--isolation", "namespace", "--out", str(tmp_path / "g.csv")])
-    assert (
-        exit_info.value.code == 2 and "needs the grader to run as root" in capsys.readouterr().err
-    )
+        main([LAB, str(notebook), "--out", str(tmp_path / "g.csv")])  # bwrap is the default
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "read the other submissions" in error and "--isolation none" in error
     assert not (tmp_path / "g.csv").exists()
 
 
-def test_mount_plan_hides_private_folders_and_never_the_system(tmp_path):
-    boxes, outputs, submissions = (tmp_path / name for name in ("boxes", "out", "submissions"))
-    for folder in (boxes, outputs, submissions):
-        folder.mkdir()
-    notebook = submissions / "alice.ipynb"
-    notebook.write_text("{}", encoding="utf-8")
-    protect = [notebook, outputs / "grades.csv", Path("/etc/hostname"), Path("/")]
-    assert _mount_plan(_Isolation("uid", False), strict=[boxes], protect=protect) is None
-    plan = _mount_plan(_Isolation("uid", True), strict=[boxes], protect=protect)
-    hide = {path: kind for path, kind in plan["hide"]}
-    assert hide[str(boxes.resolve())] == "strict"  # only a kernel's own folders come back there
-    assert hide[str(submissions.resolve())] == hide[str(outputs.resolve())] == "cover"
-    assert hide["/tmp"] == "scratch"
-    for path in hide:  # the system the kernel runs on is never covered
-        assert path != "/" and not any(s == path or _inside(s, path) for s in SYSTEM_PATHS)
-    assert "/etc/hostname" in plan["files"]  # a protected file there is emptied instead
-    assert (
-        str(ROOT / "labcore") in plan["keep"] and os.path.realpath(sys.executable) in plan["keep"]
+def test_kernel_prefix_shows_only_what_the_kernel_needs(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)  # the argv of a grader run as root
+    shown = sandbox_module.kernel_paths()
+    labcore_dir = str(ROOT / "labcore")
+    assert any(labcore_dir == p or labcore_dir.startswith(p + "/") for p in shown)
+    inside = Path(labcore_dir) / "private-boxes"  # a folder to hide inside a shown one
+    box = tmp_path / "boxes" / "box-1"
+    limits = KernelLimits(memory_bytes=2**30, file_bytes=2**20, cpu_seconds=30, nproc=64)
+    argv = kernel_prefix(
+        Sandbox("bwrap", own_uid=True), limits, own=[box], hide=[inside, tmp_path / "out"],
+        workdir=box, uid=345_678,
+    )  # fmt: skip
+    text = " ".join(argv)
+    for flag in ("--unshare-net", "--unshare-pid", "--die-with-parent", "--new-session"):
+        assert flag in argv
+    assert f"--ro-bind {shown[0]} {shown[0]}" in text  # the kernel's Python, read-only
+    assert f"--bind {box} {box}" in text and "--reuid=345678" in text  # its own folder, own uid
+    assert f"--tmpfs {inside}" in text  # hidden although inside a shown folder
+    assert str(tmp_path / "out") not in text  # elsewhere: simply never shown
+    assert "--as=1073741824" in text and "--nproc=64" in text
+    open_net = kernel_prefix(
+        Sandbox("bwrap", network=True), limits, own=[box], hide=[], workdir=box
     )
-    assert not plan["contain_root"] and "/dev" not in hide
-    contained = _mount_plan(_Isolation("namespace", True), strict=[boxes], protect=protect)
-    assert contained["contain_root"] and {path: kind for path, kind in contained["hide"]}["/dev"]
+    assert "--unshare-net" not in open_net and "setpriv" not in " ".join(open_net)
+    assert "bwrap" not in " ".join(
+        kernel_prefix(Sandbox("none"), limits, own=[], hide=[], workdir=box)
+    )
 
 
-#: Run behind the wrapper: what the kernel is and sees, as JSON; then ends as argv[2] says.
+#: Run in the sandbox: what the kernel is and sees, as JSON; then ends as argv[2] says.
 INSPECT = r"""
-import json, os, sys
+import json, os, socket, sys
 with open("/proc/self/status") as handle:
     capeff = next(line.split()[1] for line in handle if line.startswith("CapEff"))
 def writable(folder):
@@ -310,6 +347,7 @@ print(json.dumps({
     "uid": os.getuid(), "pid": os.getpid(), "capeff": capeff, "cwd": os.getcwd(),
     "secret": os.path.exists(sys.argv[1]), "own": writable("."), "tmp": writable("/tmp"),
     "repository": writable(sys.argv[3]), "boxes": os.listdir("..") if os.access("..", os.R_OK) else None,
+    "interfaces": [name for _, name in socket.if_nameindex()],
 }))
 if sys.argv[2] == "kill":
     os.kill(os.getpid(), 9)
@@ -317,36 +355,32 @@ sys.exit(int(sys.argv[2]))
 """
 
 
-@pytest.mark.parametrize("mode", ["uid", "namespace"])
-def test_wrapper_isolates_one_kernel(mode, tmp_path):
-    """The launch wrapper alone: limits, namespaces, uid or capabilities, and an honest exit."""
-    available(mode)
+def test_sandbox_isolates_one_kernel(tmp_path):
+    """The sandbox alone: limits, namespaces, uid, capabilities, network, and an honest exit."""
+    sandbox = available()
     grader, boxes = tmp_path / "grader", tmp_path / "boxes"
     box, other = boxes / "box-1", boxes / "box-2"
     for folder in (grader, box, other):
         folder.mkdir(parents=True)
+    os.chmod(box, 0o711)
     secret = grader / "cases.pt"
     secret.write_text("expected answers", encoding="utf-8")
-    uid = 345_678 if mode == "uid" else None
+    uid = 345_678 if sandbox.own_uid else None
     if uid is not None:
         os.chown(box, uid, uid)
-    plan = _mount_plan(_Isolation(mode, True), strict=[grader, boxes], protect=[])
-    config = {
-        "memory_bytes": 2**31, "file_bytes": 2**20, "cpu_seconds": 30, "nproc": 64, "uid": uid,
-        "namespace": {**plan, "own": [str(box)]},
-    }  # fmt: skip
+    limits = KernelLimits(memory_bytes=2**31, file_bytes=2**20, cpu_seconds=30, nproc=64)
+    prefix = kernel_prefix(sandbox, limits, own=[box], hide=[grader, boxes], workdir=box, uid=uid)
     results = {}
     for end in ("0", "3", "kill"):
-        cmd = [sys.executable, "-c", _WRAPPER, json.dumps(config), sys.executable, "-c", INSPECT]
-        cmd += [str(secret), end, str(ROOT)]
-        run = subprocess.run(cmd, cwd=box, capture_output=True, text=True, timeout=60)
+        cmd = [*prefix, sys.executable, "-c", INSPECT, str(secret), end, str(ROOT)]
+        run = subprocess.run(cmd, cwd="/", capture_output=True, text=True, timeout=60)
         results[end] = run.returncode
         assert run.stdout, run.stderr
         seen = json.loads(run.stdout)
-    assert results == {"0": 0, "3": 3, "kill": -9}  # as the grader reports a kernel's death
+    assert results == {"0": 0, "3": 3, "kill": 128 + 9}  # bwrap's report of a SIGKILL
     assert not seen["secret"] and seen["own"] and seen["tmp"] and not seen["repository"]
     assert seen["cwd"] == str(box) and seen["boxes"] in (None, ["box-1"])
-    if mode == "uid":
+    assert seen["interfaces"] in ([], ["lo"])  # no network but its own loopback
+    assert int(seen["capeff"], 16) == 0 and seen["pid"] == 2  # its own PID namespace
+    if uid is not None:
         assert seen["uid"] == uid
-    else:  # root in its own PID namespace, without any capability
-        assert seen["uid"] == 0 and seen["pid"] == 2 and int(seen["capeff"], 16) == 0

@@ -26,7 +26,7 @@ from submissions import lean_submission
 from labcore import attribution, dynamics, mean_field, probabilistic
 from labcore.checks import attribution as attribution_checks
 from labcore.checks import dynamics as dynamics_checks
-from labcore.grade import _HARNESS, MAX_TENSOR_ELEMENTS, SubmissionGrade, _read_record, _Worker
+from labcore.grading.worker import score_locally
 from labcore.rubrics import load_rubric
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -208,21 +208,11 @@ REFERENCES: dict[str, Any] = {
 @pytest.mark.parametrize("lab", LABS)
 def test_references_pass_every_hidden_case_and_inputs_follow_the_seed(lab):
     rubric = load_rubric(lab)
-    worker = _Worker.__new__(_Worker)
-    worker.grade = SubmissionGrade.empty("x", "x", rubric)
     with tempfile.TemporaryDirectory() as folder:
-        in_path, out_path = Path(folder) / "in.pt", Path(folder) / "out.pt"
         for exercise in rubric.exercises:
+            namespace = {exercise.function: REFERENCES[exercise.function]}
             for case in exercise.make_cases(0):
-                torch.save(case.inputs, in_path)
-                constants = {
-                    "NONCE": "n0", "IN_PATH": str(in_path), "OUT_PATH": str(out_path),
-                    "NAME": exercise.function, "CALL_SOURCE": exercise.call_source,
-                    "MAX_ELEMENTS": MAX_TENSOR_ELEMENTS,
-                    "__labcore_ns": {exercise.function: REFERENCES[exercise.function]},
-                }  # fmt: skip
-                exec(_HARNESS, constants)  # the grader's own kernel-side code
-                outcome = worker._score(exercise, case, _read_record(out_path, "n0"))
+                outcome = score_locally(rubric, exercise, case, namespace, Path(folder))
                 assert outcome.passed, f"{exercise.grade_id}, {case.name}: {outcome.message}"
     first, other = (rubric.exercises[0].make_cases(s) for s in (0, 1))
     assert not torch.equal(first[0].inputs["args"][0], other[0].inputs["args"][0])

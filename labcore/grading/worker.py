@@ -45,15 +45,16 @@ from labcore.grading.records import (
 )
 from labcore.grading.sandbox import TOKEN_ENV
 from labcore.grading.transport import (
+    MAX_TENSOR_ELEMENTS,
     decode,
     harness_cell,
     load_cases,
     read_record,
     write_input,
 )
-from labcore.rubrics import Exercise, HiddenCase, load_rubric
+from labcore.rubrics import Exercise, HiddenCase, Rubric, load_rubric
 
-__all__ = ["Worker", "worker_entry", "worker_main"]
+__all__ = ["Worker", "score_locally", "worker_entry", "worker_main"]
 
 MAX_NOTEBOOK_BYTES = 20 * 2**20  # larger submissions are refused
 OUTPUT_NOTE_BYTES = 2**20  # more printed output than this is reported in the status
@@ -445,3 +446,27 @@ def worker_entry(spec_path: str, log_path: str) -> None:
     os.dup2(fd, 2)
     os.close(fd)
     sys.exit(worker_main(spec_path))
+
+
+def score_locally(
+    rubric: Rubric, exercise: Exercise, case: HiddenCase, namespace: dict[str, Any], folder: Path
+) -> CaseOutcome:
+    """Score ``namespace[exercise.function]`` on one hidden case as a worker would, in this process.
+
+    The kernel-side harness runs here instead of in a kernel, with the same transport and the same
+    scoring: for tests, and for checking a rubric against a solution without starting kernels.
+    ``folder`` holds the case's two files.
+    """
+    from labcore.grading.inkernel import harness
+
+    in_path, out_path = folder / "local.in.pt", folder / "local.out.pt"
+    for path in (in_path, out_path):
+        path.unlink(missing_ok=True)
+    write_input(in_path, case.inputs)
+    harness.run(
+        namespace, "local", str(in_path), str(out_path), exercise.function, exercise.call_source,
+        MAX_TENSOR_ELEMENTS,
+    )  # fmt: skip
+    worker = Worker.__new__(Worker)
+    worker.grade = SubmissionGrade.empty("local", "local", rubric)
+    return worker._score(exercise, case, read_record(out_path, "local"))
