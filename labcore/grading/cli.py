@@ -69,6 +69,22 @@ def parser() -> argparse.ArgumentParser:
         "--allow-network", action="store_true", help="let kernels use the network (bwrap)"
     )
     parser.add_argument(
+        "--canvas-roster",
+        type=Path,
+        metavar="ROSTER.csv",
+        help="Canvas's gradebook export: also write canvas.csv beside --out, for Canvas's import",
+    )
+    parser.add_argument(
+        "--canvas-assignment",
+        metavar="'TITLE (ID)'",
+        help="the assignment's column in the roster, e.g. 'Lab 0 (12345)' (with --canvas-roster)",
+    )
+    parser.add_argument(
+        "--canvas-key",
+        default="SIS Login ID",
+        help="the roster column that names the submissions (default: SIS Login ID)",
+    )
+    parser.add_argument(
         "--gradescope-autograder",
         type=Path,
         metavar="OUT.zip",
@@ -104,6 +120,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args_parser.error("no notebook to grade")
     rubric = load_rubric(args.lab)
     feedback_dir = args.feedback_dir or args.out.parent / "feedback"
+    if (args.canvas_roster is None) != (args.canvas_assignment is None):
+        args_parser.error("--canvas-roster and --canvas-assignment go together")
+    if args.canvas_roster is not None:
+        from labcore.grading.canvas import read_canvas_roster
+
+        try:  # a bad roster is an error before the grading, not after it
+            read_canvas_roster(args.canvas_roster, args.canvas_key)
+        except (OSError, ValueError) as err:
+            args_parser.error(f"--canvas-roster: {err}")
 
     def report(done: int, total: int, grade: SubmissionGrade) -> None:
         """One progress line per graded submission."""
@@ -133,4 +158,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     for grade in grades:
         write_feedback(grade, feedback_dir)
     print(f"wrote {args.out} and {len(grades)} feedback files in {feedback_dir}/")
+    if args.canvas_roster is not None:
+        from labcore.grading.canvas import write_canvas_csv
+
+        canvas = args.out.parent / "canvas.csv"
+        try:
+            export = write_canvas_csv(
+                grades,
+                rubric,
+                canvas,
+                assignment=args.canvas_assignment,
+                roster=args.canvas_roster,
+                key=args.canvas_key,
+            )
+        except ValueError as err:  # the gradebook and feedback are written already
+            print(f"labcore.grade: no Canvas export: {err}", file=sys.stderr)
+            return 1
+        for line in export.report_lines():
+            print(line, file=sys.stderr)
+        print(f"wrote {canvas} for Canvas's gradebook import")
     return 0
