@@ -35,6 +35,7 @@ import math
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,8 @@ __all__ = [
     "tensor_mismatch",
     "hook_left_message",
     "mutation_message",
+    "plain",
+    "judged_exercise",
 ]
 
 #: lab stem (file name in labs/ without .ipynb) -> module defining ``RUBRIC``
@@ -326,3 +329,55 @@ def case_generator(lab: str, seed: int, exercise: int) -> torch.Generator:
     words = [seed, zlib.crc32(lab.encode()), exercise]
     mixed = int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0])
     return torch.Generator().manual_seed(mixed)
+
+
+# --------------------------------------------------------------------------- shared-rule exercises
+def plain(value: Any) -> Any:
+    """A value shipped back by the kernel, as the notebook check sees it: the tensor of a
+    :class:`TensorResult` (a NumPy array stays an array), lists, tuples and dicts recursively;
+    anything else (an :class:`Opaque` too) as it is."""
+    if isinstance(value, TensorResult):
+        return value.tensor.numpy() if value.type_name == "numpy.ndarray" else value.tensor
+    if isinstance(value, list | tuple):
+        items = [plain(v) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+def judged_exercise(
+    lab: str,
+    checks: ModuleType,
+    index: int,
+    grade_id: str,
+    function: str,
+    points: float,
+    *,
+    case_timeout: float = 10.0,
+    device_argument: bool = True,
+) -> Exercise:
+    """The exercise ``function`` of a lab whose checks module shares one rule with the grader.
+
+    ``checks`` (e.g. :mod:`labcore.checks.attention`) defines ``CASES[function]`` (the case
+    builder, called with a generator and, if ``device_argument``, ``None`` for the CPU),
+    ``EXERCISES[function][0]`` (the kernel-side call source, run in the student's kernel) and
+    ``judge(function, spec, value, extra)`` (the acceptance rule). The hidden cases are drawn
+    from :func:`case_generator` of (``lab``, the grading seed, ``index``); every case is judged by
+    the notebook check's own rule, so that the check and the grader cannot disagree.
+    """
+    builder = checks.CASES[function]
+    source = checks.EXERCISES[function][0]
+
+    def make_cases(seed: int) -> list[HiddenCase]:
+        g = case_generator(lab, seed, index)
+        specs = builder(g, None) if device_argument else builder(g)
+        return [HiddenCase(name, spec) for name, spec in specs]
+
+    def score(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | None:
+        extra = plain(extra) if isinstance(extra, dict) else {}
+        return checks.judge(function, case.inputs, plain(value), extra)
+
+    return Exercise(
+        grade_id, function, points, make_cases, score, call_source=source, case_timeout=case_timeout
+    )

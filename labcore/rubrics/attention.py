@@ -12,48 +12,17 @@ graded on its own: ``self_attention`` runs with labcore's ``attention``, ``causa
 
 from __future__ import annotations
 
-from typing import Any
+import functools
 
-from labcore.checks import attention as rules
-from labcore.rubrics import Exercise, HiddenCase, Opaque, Rubric, TensorResult, case_generator
+from labcore.checks import attention as checks
+from labcore.rubrics import Rubric, judged_exercise
 
-__all__ = ["RUBRIC", "plain"]
+__all__ = ["RUBRIC"]
 
 LAB = "02-attention"
 
-
-def plain(value: Any) -> Any:
-    """A value shipped back by the kernel, as the notebook check sees it: tensors for
-    :class:`TensorResult`, lists, tuples and dicts recursively; an :class:`Opaque` stays."""
-    if isinstance(value, TensorResult):
-        return value.tensor.numpy() if value.type_name == "numpy.ndarray" else value.tensor
-    if isinstance(value, list | tuple):
-        items = [plain(v) for v in value]
-        return items if isinstance(value, list) else tuple(items)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, Opaque):
-        return value
-    return value
-
-
-def _exercise(index: int, grade_id: str, function: str, points: float) -> Exercise:
-    builder = rules.CASES[function]
-    source = rules.EXERCISES[function][0]
-
-    def make_cases(seed: int) -> list[HiddenCase]:
-        g = case_generator(LAB, seed, index)
-        return [HiddenCase(name, spec) for name, spec in builder(g, None)]
-
-    def score(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | None:
-        extra = plain(extra) if isinstance(extra, dict) else {}
-        return rules.judge(function, case.inputs, plain(value), extra)
-
-    # the first use of the meta device in a fresh kernel loads torch's meta kernels (about 3 s)
-    return Exercise(
-        grade_id, function, points, make_cases, score, call_source=source, case_timeout=30.0
-    )
-
+# the first use of the meta device in a fresh kernel loads torch's meta kernels (about 3 s)
+_exercise = functools.partial(judged_exercise, LAB, checks, case_timeout=30.0)
 
 RUBRIC = Rubric(
     lab=LAB,

@@ -22,13 +22,13 @@ from labcore.rubrics import (
     Exercise,
     HiddenCase,
     Rubric,
-    TensorResult,
     case_generator,
     mutation_message,
+    plain,
     tensor_mismatch,
 )
 
-__all__ = ["RUBRIC", "plain"]
+__all__ = ["RUBRIC"]
 
 F64 = torch.float64
 
@@ -46,19 +46,6 @@ def _sphere(g: torch.Generator, *shape: int, dtype: torch.dtype = F64) -> torch.
 
 def _tol(dtype: torch.dtype) -> dict[str, float]:
     return {"atol": 1e-9, "rtol": 1e-7} if dtype == F64 else {"atol": 2e-5, "rtol": 1e-4}
-
-
-def plain(value: Any) -> Any:
-    """A value shipped back by the kernel, as the notebook check sees it: a tensor for a
-    :class:`TensorResult` (a NumPy array stays an array), lists, tuples and dicts recursively."""
-    if isinstance(value, TensorResult):
-        return value.tensor.numpy() if value.type_name == "numpy.ndarray" else value.tensor
-    if isinstance(value, list | tuple):
-        items = [plain(v) for v in value]
-        return items if isinstance(value, list) else tuple(items)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    return value
 
 
 def _judged(function: str):

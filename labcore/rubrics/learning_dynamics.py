@@ -10,45 +10,16 @@ process.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
 
-from labcore.checks import learning_dynamics as rules
-from labcore.rubrics import Exercise, HiddenCase, Opaque, Rubric, TensorResult, case_generator
+from labcore.checks import learning_dynamics as checks
+from labcore.rubrics import Rubric, judged_exercise
 
-__all__ = ["RUBRIC", "plain"]
+__all__ = ["RUBRIC"]
 
 LAB = "06-learning-dynamics"
 
-
-def plain(value: Any) -> Any:
-    """A value shipped back by the kernel, as the notebook check sees it: tensors for
-    :class:`TensorResult` (a NumPy array stays an array), lists, tuples and dicts recursively."""
-    if isinstance(value, TensorResult):
-        return value.tensor.numpy() if value.type_name == "numpy.ndarray" else value.tensor
-    if isinstance(value, list | tuple):
-        items = [plain(v) for v in value]
-        return items if isinstance(value, list) else tuple(items)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, Opaque):
-        return value
-    return value
-
-
-def _exercise(index: int, grade_id: str, function: str, points: float) -> Exercise:
-    builder = rules.CASES[function]
-    source = rules.EXERCISES[function][0]
-
-    def make_cases(seed: int) -> list[HiddenCase]:
-        g = case_generator(LAB, seed, index)
-        return [HiddenCase(name, spec) for name, spec in builder(g, None)]
-
-    def score(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | None:
-        extra = plain(extra) if isinstance(extra, dict) else {}
-        return rules.judge(function, case.inputs, plain(value), extra)
-
-    return Exercise(grade_id, function, points, make_cases, score, call_source=source)
-
+_exercise = functools.partial(judged_exercise, LAB, checks)
 
 RUBRIC = Rubric(
     lab=LAB,
