@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             isolation=args.isolation,
             network=args.allow_network,
             progress=report,
-            protect=[args.out, feedback_dir],
+            protect=[args.out, feedback_dir, *filter(None, [args.canvas_roster])],
         )
     except ValueError as err:
         args_parser.error(str(err))
