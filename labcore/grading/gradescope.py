@@ -25,7 +25,7 @@ Command line::
     python -m labcore.grading.gradescope run        # inside Gradescope's container
 
 To try the zip without Gradescope, unpack it into ``<root>/source``, put a notebook in
-``<root>/submission``, create ``<root>/results`` and run ``<root>/source/run_autograder`` with
+``<root>/submission`` and run ``run_autograder`` (from ``<root>``, as Gradescope does) with
 ``LABCORE_AUTOGRADER_ROOT=<root>`` (instead of ``/autograder``) and ``LABCORE_PYTHON`` set to a
 Python that has labcore's dependencies (instead of the virtual environment ``setup.sh`` makes).
 """
@@ -101,12 +101,12 @@ RUN_AUTOGRADER = """\
 #!/usr/bin/env bash
 # Gradescope runs this once per submission (the student's files are in /autograder/submission);
 # it writes /autograder/results/results.json. Made by labcore.grading.gradescope.
-# LABCORE_AUTOGRADER_ROOT replaces /autograder and LABCORE_PYTHON the Python of setup.sh (tests).
+# {root_env} replaces /autograder and {python_env} the Python of setup.sh (tests).
 set -euo pipefail
-ROOT="${{LABCORE_AUTOGRADER_ROOT:-{root}}}"
+ROOT="${{{root_env}:-{root}}}"
 # Not from source/: python -m would import labcore from there, not the installed one.
 cd "$ROOT"
-exec "${{LABCORE_PYTHON:-{venv}/bin/python}}" -m labcore.grading.gradescope run --root "$ROOT"
+exec "${{{python_env}:-{venv}/bin/python}}" -m labcore.grading.gradescope run --root "$ROOT"
 """
 
 
@@ -234,7 +234,9 @@ def build_autograder(
     if missing:
         raise ValueError(f"the autograder of {lab} needs {', '.join(map(str, missing))}")
     setup = SETUP_SH.format(lab=lab, venv=VENV, torch=TORCH_VERSION, index=TORCH_INDEX)
-    runner = RUN_AUTOGRADER.format(lab=lab, venv=VENV, root=DEFAULT_ROOT)
+    runner = RUN_AUTOGRADER.format(
+        venv=VENV, root=DEFAULT_ROOT, root_env=ROOT_ENV, python_env=PYTHON_ENV
+    )
     entries: list[tuple[str, bytes, bool]] = [  # (name in the zip, content, executable)
         ("setup.sh", setup.encode(), True),
         ("run_autograder", runner.encode(), True),
