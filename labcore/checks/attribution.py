@@ -146,8 +146,9 @@ def call(fn, spec):
         got = fn(model, torch.Generator().manual_seed(spec["seeds"][0]))
     extra["type"] = type(got).__name__
     value = listed(got)
-    again = listed(fn(model, torch.Generator().manual_seed(spec["seeds"][0])))
-    other = listed(fn(model, torch.Generator().manual_seed(spec["seeds"][1])))
+    with watch_global_state():  # the caller's RNG state is put back after these calls too
+        again = listed(fn(model, torch.Generator().manual_seed(spec["seeds"][0])))
+        other = listed(fn(model, torch.Generator().manual_seed(spec["seeds"][1])))
     extra["again"] = again[-1] if isinstance(again, list) and again else None
     extra["other"] = other[-1] if isinstance(other, list) and other else None
     extra["original"] = params(model)
