@@ -321,6 +321,8 @@ def test_kernel_prefix_shows_only_what_the_kernel_needs(tmp_path, monkeypatch):
     assert f"--ro-bind {shown[0]} {shown[0]}" in text  # the kernel's Python, read-only
     assert f"--bind {box} {box}" in text and "--reuid=345678" in text  # its own folder, own uid
     assert f"--tmpfs {inside}" in text  # hidden although inside a shown folder
+    # the private /tmp comes before the binds: a Python environment under /tmp stays visible
+    assert text.index("--tmpfs /tmp") < text.index(f"--ro-bind {shown[0]} {shown[0]}")
     assert str(tmp_path / "out") not in text  # elsewhere: simply never shown
     assert "--as=1073741824" in text and "--nproc=64" in text
     open_net = kernel_prefix(
@@ -384,3 +386,18 @@ def test_sandbox_isolates_one_kernel(tmp_path):
     assert int(seen["capeff"], 16) == 0 and seen["pid"] == 2  # its own PID namespace
     if uid is not None:
         assert seen["uid"] == uid
+
+
+def test_root_that_may_not_make_namespaces_falls_back_to_a_user_namespace(monkeypatch):
+    """Docker's default: bwrap run by root cannot make namespaces, but a user namespace can."""
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(
+        sandbox_module, "probe", lambda sandbox: "" if sandbox.userns else "Operation not permitted"
+    )
+    chosen = resolve_sandbox("bwrap")
+    assert chosen.userns and not chosen.own_uid and chosen.label == "bwrap"
+    limits = KernelLimits(memory_bytes=0, file_bytes=2**20, cpu_seconds=30)
+    assert "--unshare-user" in kernel_prefix(chosen, limits, own=[], hide=[], workdir=Path("/"))
+    monkeypatch.setattr(sandbox_module, "probe", lambda sandbox: "Operation not permitted")
+    with pytest.raises(ValueError, match="Operation not permitted.*--isolation none"):
+        resolve_sandbox("bwrap")

@@ -77,11 +77,14 @@ class Sandbox:
         mode: ``bwrap`` or ``none``.
         own_uid: whether each kernel runs under its own unprivileged uid (the grader is root).
         network: whether kernels may use the network (their own network namespace otherwise).
+        userns: whether bwrap makes a user namespace (always when the grader is not root; as
+            root, where the machine forbids namespaces to root without one, as Docker does).
     """
 
     mode: str
     own_uid: bool = False
     network: bool = False
+    userns: bool = False
 
     @property
     def label(self) -> str:
@@ -190,7 +193,7 @@ def kernel_prefix(
     cmd += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if not sandbox.network:
         cmd.append("--unshare-net")
-    if os.geteuid() != 0:
+    if sandbox.userns or os.geteuid() != 0:
         cmd += ["--unshare-user", "--disable-userns"]
     shown = kernel_paths()
     made = {"/tmp", "/var/tmp", "/dev", "/dev/shm", "/proc"}  # bwrap's own mounts
@@ -207,12 +210,12 @@ def kernel_prefix(
 
     for path in SYSTEM_PATHS:
         cmd += ["--ro-bind-try", path, path]
+    cmd += ["--dev", "/dev", "--proc", "/proc"]
+    for scratch in ("/tmp", "/var/tmp", "/dev/shm"):  # before the binds: a Python may live there
+        cmd += ["--perms", "1777", "--size", str(SCRATCH_BYTES), "--tmpfs", scratch]
     for path in shown:
         if not any(_inside(path, system) for system in SYSTEM_PATHS):
             cmd += [*parents(path), "--ro-bind", path, path]
-    cmd += ["--dev", "/dev", "--proc", "/proc"]
-    for scratch in ("/tmp", "/var/tmp", "/dev/shm"):
-        cmd += ["--perms", "1777", "--size", str(SCRATCH_BYTES), "--tmpfs", scratch]
     for folder in _tops(os.path.realpath(p) for p in hide):
         if any(_inside(folder, path) for path in [*shown, *SYSTEM_PATHS]):
             cmd += ["--tmpfs", folder]  # else it is not there at all
@@ -280,8 +283,8 @@ def resolve_sandbox(isolation: str = "bwrap", network: bool = False) -> Sandbox:
     """The isolation of a run, checked on this machine (see ``--isolation``).
 
     ``bwrap`` (and ``auto``) demand bubblewrap: each kernel under its own uid when the grader is
-    root, else in an unprivileged user namespace. ``none`` runs kernels unisolated, as the
-    grader's user: only on the instructor's explicit request.
+    root and may make namespaces, else in a user namespace of its own. ``none`` runs kernels
+    unisolated, as the grader's user: only on the instructor's explicit request.
 
     Raises:
         ValueError: for an unknown choice, or ``bwrap`` on a machine where it does not work (the
@@ -292,15 +295,20 @@ def resolve_sandbox(isolation: str = "bwrap", network: bool = False) -> Sandbox:
     if isolation == "none":
         return Sandbox("none", network=True)
     root = hasattr(os, "geteuid") and os.geteuid() == 0
-    sandbox = Sandbox("bwrap", own_uid=root, network=network)
-    problem = probe(sandbox) if sys.platform.startswith("linux") else "not on Linux"
-    if problem:
-        raise ValueError(
-            f"kernels cannot be isolated with bubblewrap here ({problem}). Without isolation, "
-            f"{LOST}. Install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap), or pass "
-            "--isolation none to grade unisolated anyway (trusted submissions only)"
-        )
-    return sandbox
+    if not sys.platform.startswith("linux"):
+        problem = "not on Linux"
+    else:  # as root: its own uid per kernel, else (root may not make namespaces) a user namespace
+        choices = [Sandbox("bwrap", own_uid=True, network=network)] if root else []
+        choices.append(Sandbox("bwrap", network=network, userns=True))
+        for sandbox in choices:
+            problem = probe(sandbox)
+            if not problem:
+                return sandbox
+    raise ValueError(
+        f"kernels cannot be isolated with bubblewrap here ({problem}). Without isolation, "
+        f"{LOST}. Install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap), or pass "
+        "--isolation none to grade unisolated anyway (trusted submissions only)"
+    )
 
 
 def kill_leftovers(token: str, uid: int | None) -> int:
