@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labcore.grading.records import SubmissionGrade
-from labcore.grading.report import _csv_cell, points_text
+from labcore.grading.report import csv_cell, points_text
 from labcore.rubrics import Rubric
 
 __all__ = [
@@ -217,7 +217,7 @@ def write_canvas_csv(
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow([*CANVAS_STUDENT_COLUMNS, _csv_cell(assignment)])
+        writer.writerow([*CANVAS_STUDENT_COLUMNS, csv_cell(assignment)])
         blanks = [""] * (len(CANVAS_STUDENT_COLUMNS) - 1)
         writer.writerow([POINTS_POSSIBLE, *blanks, points_text(rubric.max_total)])
         for student in students:
@@ -229,7 +229,7 @@ def write_canvas_csv(
             export.matched[grade.submission] = student[key]
             writer.writerow(
                 [
-                    *[_csv_cell(student.get(column, "")) for column in CANVAS_STUDENT_COLUMNS],
+                    *[csv_cell(student.get(column, "")) for column in CANVAS_STUDENT_COLUMNS],
                     points_text(grade.total),
                 ]
             )

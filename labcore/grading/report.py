@@ -14,7 +14,14 @@ from pathlib import Path
 from labcore.grading.records import SubmissionGrade
 from labcore.rubrics import Rubric
 
-__all__ = ["feedback_filename", "feedback_markdown", "points_text", "write_csv", "write_feedback"]
+__all__ = [
+    "csv_cell",
+    "feedback_filename",
+    "feedback_markdown",
+    "points_text",
+    "write_csv",
+    "write_feedback",
+]
 
 
 def feedback_filename(name: str) -> str:
@@ -27,7 +34,7 @@ def points_text(value: float) -> str:
     return f"{round(value, 2):g}"
 
 
-def _csv_cell(text: str) -> str:
+def csv_cell(text: str) -> str:
     """Neutralise spreadsheet formulas in text that came from submissions (names, ids)."""
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
@@ -44,11 +51,11 @@ def write_csv(grades: Sequence[SubmissionGrade], rubric: Rubric, path: Path) -> 
             points = {e.grade_id: e.points for e in grade.exercises}
             writer.writerow(
                 [
-                    _csv_cell(grade.submission),
+                    csv_cell(grade.submission),
                     *[points_text(points.get(e.grade_id, 0.0)) for e in rubric.exercises],
                     points_text(grade.total),
                     points_text(grade.max_total),
-                    _csv_cell(grade.status),
+                    csv_cell(grade.status),
                 ]
             )
 
