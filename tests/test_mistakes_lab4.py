@@ -7,9 +7,22 @@ state or the default dtype. The tests are written by :func:`mistakes.runner.defi
 
 from __future__ import annotations
 
+import pytest
 from mistakes import lab4, runner
 
 from labcore.checks import dynamics as checks
 
 CATALOGUE = runner.Catalogue(lab4, "04-dynamics", runner.check_by_name(checks))
 runner.define_tests(globals(), CATALOGUE)
+
+CHAINED = runner.chained_entries(CATALOGUE, checks.IN_PLACE)
+
+
+@pytest.mark.parametrize("function, name, fn", CHAINED, ids=[f"{c[0]}: {c[1]}" for c in CHAINED])
+def test_a_wrong_earlier_exercise_costs_points_once(function, name, fn, monkeypatch):
+    """attention_velocity calls project_tangent, convergence_order calls integrate and
+    attention_velocity, continuity_rhs calls circle_velocity: their checks and rubrics run them
+    with labcore's versions in those names' places, so a wrong earlier exercise costs points in
+    its own exercise only."""
+    assert {c[0] for c in CHAINED} == set(checks.IN_PLACE)
+    runner.assert_graded_on_its_own(CATALOGUE, function, fn, checks.IN_PLACE, monkeypatch)

@@ -40,6 +40,8 @@ __all__ = [
     "judge",
     "call_function",
     "build_mlp",
+    "REFERENCES",
+    "IN_PLACE",
     "check_saliency",
     "check_gradient_x_input",
     "check_integrated_gradients",
@@ -53,18 +55,28 @@ __all__ = [
 Tensor = torch.Tensor
 F32, F64 = torch.float32, torch.float64
 
+#: labcore's version of each exercise that a later exercise may call, under the notebook's name.
+REFERENCES: dict[str, Callable[..., Any]] = {"saliency": ref.saliency}
+
+#: exercise -> the earlier exercises it may call, which the check and the grader replace by
+#: :data:`REFERENCES` during the call (the student's are put back): one mistake costs points once.
+IN_PLACE: dict[str, list[str]] = {"gradient_x_input": ["saliency"]}
+
 # ----------------------------------------------------------------------------- kernel-side calls
 #: How the function is called, in the notebook (by the checks) and in the grader's kernel (by the
 #: rubric). With ``spec["model"]`` (sizes, activation, state) an ``MLP`` is rebuilt on the
 #: ``meta`` device (no draw from the global RNG) and passed first; then the positional
 #: ``spec["args"]``. Reported: the positions of tensor arguments whose values changed, whose
 #: ``requires_grad`` changed or that were given a ``.grad``; whether the model's parameters
-#: changed; whether the global RNG or the default dtype changed.
+#: changed; whether the global RNG or the default dtype changed. The names in ``spec["in_place"]``
+#: are bound to labcore's :data:`REFERENCES` in the student's namespace during the call (exercise 2
+#: may call the student's ``saliency``), so that each exercise is graded on its own.
 CALL_SOURCE = """
 def call(fn, spec):
     import torch
 
-    from labcore.checks.rules import watch_global_state
+    from labcore.checks.attribution import REFERENCES
+    from labcore.checks.rules import reference_in_place, watch_global_state
     from labcore.mlp import MLP
 
     args = list(spec["args"])
@@ -95,8 +107,9 @@ def call(fn, spec):
 
     before = [[(t.detach().clone(), t.requires_grad, t.grad is None) for t in tensors(a)]
               for a in args]
-    with watch_global_state() as extra:  # a probe RNG state; the caller's is put back
-        value = fn(*lead, *args)
+    in_place = {name: REFERENCES[name] for name in spec.get("in_place", ())}
+    with reference_in_place(fn, in_place), watch_global_state() as extra:
+        value = fn(*lead, *args)  # a probe RNG state in the watch; the caller's is put back
     after = [tensors(a) for a in args]
     extra["mutated"] = [i for i, (a, b) in enumerate(zip(after, before))
                         if len(a) != len(b) or any(changed(t, c) for t, c in zip(a, b))]
@@ -855,6 +868,13 @@ def gradient_cases(
     return out
 
 
+def gxi_cases(g: torch.Generator, device: torch.device | None = None) -> list[tuple[str, dict]]:
+    """Inputs of ``gradient_x_input``: those of ``saliency``, called with labcore's ``saliency``
+    in place of the student's (:data:`IN_PLACE`)."""
+    in_place = IN_PLACE["gradient_x_input"]
+    return [(name, {**spec, "in_place": in_place}) for name, spec in gradient_cases(g, device)]
+
+
 def ig_cases(g: torch.Generator, device: torch.device | None = None) -> list[tuple[str, dict]]:
     """Inputs of ``integrated_gradients``."""
 
@@ -1057,7 +1077,7 @@ def cascade_cases(g: torch.Generator, device: torch.device | None = None) -> lis
 #: exercise -> the case builder (the rubric draws its hidden cases with the same builders)
 CASES: dict[str, Callable[..., list[tuple[str, dict]]]] = {
     "saliency": gradient_cases,
-    "gradient_x_input": gradient_cases,
+    "gradient_x_input": gxi_cases,
     "integrated_gradients": ig_cases,
     "shapley_exact": shapley_exact_cases,
     "shapley_permutations": permutation_cases,

@@ -51,6 +51,9 @@ __all__ = [
     "judge",
     "order_rule",
     "counts_rule",
+    "reference_integrate",
+    "REFERENCES",
+    "IN_PLACE",
 ]
 
 Tensor = torch.Tensor
@@ -118,6 +121,49 @@ def _integrate(
     )
 
 
+def reference_integrate(
+    velocity: Callable[[Tensor], Tensor],
+    x0: Tensor,
+    t_max: float,
+    n_steps: int,
+    step: Callable[[Callable[[Tensor], Tensor], Tensor, float], Tensor],
+    renormalize: bool = True,
+) -> Tensor:
+    """labcore's ``integrate`` of exercise 5, with the notebook's signature: ``n_steps + 1``
+    frames ``(n_steps + 1, *x0.shape)`` from ``x0`` with ``step(velocity, x, t_max / n_steps)``,
+    each renormalised onto the sphere if ``renormalize``."""
+    dt = t_max / n_steps
+    frames, x = [x0], x0
+    for _ in range(n_steps):
+        x = step(velocity, x, dt)
+        if renormalize:
+            x = x / x.norm(dim=-1, keepdim=True)
+        frames.append(x)
+    return torch.stack(frames)
+
+
+#: labcore's version of each exercise that a later exercise calls, under the notebook's name.
+REFERENCES: dict[str, Callable[..., Tensor]] = {
+    "project_tangent": D.project_tangent,
+    "attention_velocity": D.attention_velocity,
+    "integrate": reference_integrate,
+    "circle_velocity": MF.circle_velocity,
+}
+
+#: exercise -> the earlier exercises it calls, which the check and the grader replace by
+#: :data:`REFERENCES` during the call (the student's are put back): each exercise is graded on its
+#: own, so that one mistake costs points once.
+IN_PLACE: dict[str, list[str]] = {
+    "attention_velocity": ["project_tangent"],
+    "convergence_order": ["integrate", "attention_velocity"],
+    "continuity_rhs": ["circle_velocity"],
+}
+
+
+def _in_place(function: str) -> dict[str, Callable[..., Tensor]]:
+    return {name: REFERENCES[name] for name in IN_PLACE[function]}
+
+
 def _gap(x: Tensor) -> float:
     """Angle from particle 0 to particle 1 in ``[0, 2 pi)``; ``x: (2, 2)``."""
     return float(torch.remainder(D.to_angles(x[1]) - D.to_angles(x[0]), 2 * math.pi))
@@ -153,25 +199,36 @@ def _reference_order(method: str, dts: list[float], t_max: float, phi0: float) -
 #: function is reported as ``extra["raised"]`` (then explained by :func:`judge`), with the positions
 #: of tensor arguments changed in place, whether the global RNG or the default dtype changed, and
 #: with ``spec["meta"]`` the devices of what the function returns for the same inputs as ``meta``
-#: tensors (shapes only: a stand-in for a GPU that catches tensors created on the CPU).
+#: tensors (shapes only: a stand-in for a GPU that catches tensors created on the CPU). The names in
+#: ``spec["in_place"]`` are bound to labcore's :data:`REFERENCES` in the student's namespace during
+#: the call (exercises 2 and 9 call exercises 1 and 8).
 CALL_SOURCE = """
 def call(fn, spec):
-    from labcore.checks.rules import changed, copies, on_meta, watch_global_state
+    from labcore.checks.dynamics import REFERENCES
+    from labcore.checks.rules import (
+        changed,
+        copies,
+        on_meta,
+        reference_in_place,
+        watch_global_state,
+    )
 
     args = list(spec["args"])
     before = copies(args)
     raised = ""
-    with watch_global_state() as extra:  # a probe RNG state; the caller's is put back
-        try:
-            value = fn(*args)
-        except NotImplementedError:
-            raise
-        except Exception as err:
-            value, raised = None, (type(err).__name__ + ": " + str(err))[:400]
-    extra["raised"] = raised
-    extra["mutated"] = changed(args, before)
-    if spec.get("meta") and not raised:
-        extra["meta"] = on_meta(fn, *args)
+    in_place = {name: REFERENCES[name] for name in spec.get("in_place", ())}
+    with reference_in_place(fn, in_place):
+        with watch_global_state() as extra:  # a probe RNG state; the caller's is put back
+            try:
+                value = fn(*args)
+            except NotImplementedError:
+                raise
+            except Exception as err:
+                value, raised = None, (type(err).__name__ + ": " + str(err))[:400]
+        extra["raised"] = raised
+        extra["mutated"] = changed(args, before)
+        if spec.get("meta") and not raised:
+            extra["meta"] = on_meta(fn, *args)
     return value, extra
 """
 
@@ -324,7 +381,8 @@ def _run_judged(function: str, fn: Callable, cases: list[tuple[str, list, bool]]
     """Call ``fn`` on each case through :data:`CALL_SOURCE` and raise the first failure."""
     for case, args, meta in cases:
         with patches():
-            got, extra = _CALL(fn, {"args": args, "meta": meta})
+            spec = {"args": args, "meta": meta, "in_place": IN_PLACE.get(function, [])}
+            got, extra = _CALL(fn, spec)
         problem = judge(function, args, got, extra)
         if problem:
             raise CheckFailed(f"[{case}] {problem}")
@@ -679,7 +737,8 @@ def check_convergence_order(convergence_order: Callable) -> None:
     )  # fmt: skip
     for case, method, step, dts, *given in cases:
         kwargs = given[0] if given else {}
-        got = run_case(case, convergence_order, step, dts, **kwargs)
+        with rules.reference_in_place(convergence_order, _in_place("convergence_order")):
+            got = run_case(case, convergence_order, step, dts, **kwargs)
         problem = order_rule(
             got, _reference_order(method, dts, **{"t_max": 2.0, "phi0": 1.5, **kwargs})
         )

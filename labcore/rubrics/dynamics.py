@@ -160,13 +160,19 @@ def call(fn, spec):
 """
 )
 
-#: Kernel side: ``convergence_order`` with a reference step given by name.
+#: Kernel side: ``convergence_order`` with a reference step given by name, and labcore's
+#: ``integrate`` and ``attention_velocity`` in place of the student's (graded on its own).
 _ORDER_CALL = (
     _FIELDS_SOURCE
     + """
 
 def call(fn, spec):
-    return fn(STEPS[spec["step"]], list(spec["dts"]), **spec["kwargs"]), {}
+    from labcore.checks.dynamics import IN_PLACE, REFERENCES
+    from labcore.checks.rules import reference_in_place
+
+    in_place = {name: REFERENCES[name] for name in IN_PLACE["convergence_order"]}
+    with reference_in_place(fn, in_place):
+        return fn(STEPS[spec["step"]], list(spec["dts"]), **spec["kwargs"]), {}
 """
 )
 
@@ -220,7 +226,11 @@ def _attention_cases(seed: int) -> list[HiddenCase]:
         ("large beta = 120 in float32 (e^120 overflows: the softmax must not); also run on "
          "'meta' tensors", [_sphere(g, 8, 3, dtype=torch.float32), 120.0]),
     ]  # fmt: skip
-    return [HiddenCase(name, {"args": args, "meta": "meta" in name}) for name, args in inputs]
+    in_place = checks.IN_PLACE["attention_velocity"]
+    return [
+        HiddenCase(name, {"args": args, "meta": "meta" in name, "in_place": in_place})
+        for name, args in inputs
+    ]
 
 
 # --------------------------------------------------------------------------- exercises 3 and 4
@@ -297,16 +307,13 @@ def _integrate_cases(seed: int) -> list[HiddenCase]:
     ]  # fmt: skip
     cases = []
     for name, field_spec, x0, t_max, n_steps, step, kwargs in settings:
-        velocity, dt = _field(field_spec), t_max / n_steps
-        frames, x = [x0], x0
-        for _ in range(n_steps):
-            x = _STEPS[step](velocity, x, dt)
-            if kwargs.get("renormalize", True):
-                x = x / x.norm(dim=-1, keepdim=True)
-            frames.append(x)
+        renormalize = kwargs.get("renormalize", True)
+        frames = checks.reference_integrate(
+            _field(field_spec), x0, t_max, n_steps, _STEPS[step], renormalize
+        )
         spec = {**field_spec, "x0": x0, "t_max": t_max, "n_steps": n_steps, "step": step,
                 "kwargs": kwargs, "meta": field_spec["field"] == "attention"}  # fmt: skip
-        cases.append(HiddenCase(name, spec, torch.stack(frames)))
+        cases.append(HiddenCase(name, spec, frames))
     return cases
 
 
@@ -411,8 +418,9 @@ def _velocity_cases(seed: int) -> list[HiddenCase]:
 
 
 def _rhs_cases(seed: int) -> list[HiddenCase]:
+    in_place = checks.IN_PLACE["continuity_rhs"]
     return [
-        HiddenCase(name, {"args": [rho, beta], "meta": "meta" in name})
+        HiddenCase(name, {"args": [rho, beta], "meta": "meta" in name, "in_place": in_place})
         for name, rho, beta in _densities(seed, 9)
     ]
 

@@ -3,7 +3,9 @@
 ``MISTAKES[exercise]`` lists ``(name, function, hint)``: the check and the rubric must reject the
 function, and the check's message must contain ``hint``. ``VALID[exercise]`` lists ``(name,
 function)``: other correct implementations that both must accept. ``SOLUTIONS`` holds the lab's
-own answers (the solution notebook's code).
+own answers (the solution notebook's code). ``gradient_x_input`` may call the student's
+``saliency``: :func:`mistakes.notebook` writes such entries beside a right or a wrong ``saliency``,
+and the check and the rubric run them with labcore's ``saliency`` in its place.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import math
 import numpy as np
 import torch
 from torch import nn
+
+from mistakes import notebook
 
 Tensor = torch.Tensor
 
@@ -259,6 +263,12 @@ def gxi_jacobian_rows(model, x, target=None):
 
         rows.append(torch.autograd.functional.jacobian(f, x[b]) * x[b])
     return torch.stack(rows)
+
+
+def gxi_sign_times_saliency(model, x, target=None):
+    z = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(select(model(z), target).sum(), z)
+    return x.detach() * torch.sign(grad) * saliency(model, x, target)  # |gradient|: exercise 1
 
 
 def gxi_grad_outputs(model, x, target=None):
@@ -902,6 +912,29 @@ VALID = {
         (".backward() on a detached clone", gxi_backward),
         ("autograd.functional.jacobian per sample", gxi_jacobian_rows),
         ("grad_outputs with a one-hot selection", gxi_grad_outputs),
+        (
+            "sign(gradient) times the student's saliency",
+            notebook(globals(), "gradient_x_input", gradient_x_input=gxi_sign_times_saliency),
+        ),
+        (
+            "sign(gradient) times a saliency that sets requires_grad on the caller's x (labcore's "
+            "saliency is used in its place)",
+            notebook(
+                globals(),
+                "gradient_x_input",
+                gradient_x_input=gxi_sign_times_saliency,
+                saliency=saliency_requires_grad_on_x,
+            ),
+        ),
+        (
+            "sign(gradient) times a signed saliency (labcore's saliency is used in its place)",
+            notebook(
+                globals(),
+                "gradient_x_input",
+                gradient_x_input=gxi_sign_times_saliency,
+                saliency=saliency_signed,
+            ),
+        ),
     ],
     "integrated_gradients": [
         ("a loop over the midpoints", ig_loop_midpoints),

@@ -5,8 +5,10 @@ correct routes.
 function, and the check's message must contain ``hint``. ``VALID[exercise]`` lists ``(name,
 function)``: other correct implementations that both must accept. ``SOLUTIONS`` holds the lab's
 own answers (the solution notebook's code). Exercises that call an earlier one (attention_velocity
-calls project_tangent, continuity_rhs calls circle_velocity, convergence_order calls integrate)
-call the solutions here, as a student's notebook would call their own.
+calls project_tangent, continuity_rhs calls circle_velocity, convergence_order calls integrate and
+attention_velocity) call the solutions here, as a student's notebook would call their own; the
+check and the rubric run them with labcore's version of the earlier exercise in its place, and
+:func:`mistakes.notebook` writes entries that call a wrong earlier exercise, which must cost nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 
 from labcore import dynamics as D
 from labcore import mean_field as MF
+from mistakes import notebook
 
 F64 = torch.float64
 
@@ -904,6 +907,10 @@ VALID = {
         ("einsum throughout", _av_einsum),
         ("softmax by hand, max subtracted", _av_stable_by_hand),
         ("identity matrices for None, F.softmax", _av_identity_matrices),
+        (
+            "the solution beside a project_tangent without keepdim (labcore's is used in its place)",
+            notebook(globals(), "attention_velocity", project_tangent=_pt_no_keepdim),
+        ),
     ],
     "euler_step": [
         ("torch.add with alpha", _eu_alpha),
@@ -924,6 +931,16 @@ VALID = {
         ("a numpy.float64", _co_numpy_float),
         ("torch.linalg.lstsq", _co_lstsq),
         ("closed-form least squares", _co_closed_form),
+        (
+            "the solution beside an integrate with one step too many and an unprojected "
+            "attention_velocity (labcore's are used in their place)",
+            notebook(
+                globals(),
+                "convergence_order",
+                integrate=_int_one_step_too_many,
+                attention_velocity=_av_unprojected,
+            ),
+        ),
     ],
     "cluster_counts": [
         ("preallocated int64", _cc_preallocated),
@@ -939,6 +956,10 @@ VALID = {
         ("Nyquist kept in the derivative (irfft drops it)", _rhs_nyquist_in_derivative),
         ("full complex FFT, real part", _rhs_full_fft),
         ("velocity first, then the flux", _rhs_product_rule),
+        (
+            "the solution beside a circle_velocity without 1/beta (labcore's is used in its place)",
+            notebook(globals(), "continuity_rhs", circle_velocity=_cv_without_beta),
+        ),
     ],
     "first_merge_time": [
         ("trapezoid by hand", _fm_by_hand),

@@ -223,3 +223,53 @@ def define_tests(namespace: dict[str, Any], catalogue: Catalogue) -> None:
         test_catalogue_table,
     ):
         namespace[test.__name__] = test
+
+
+def chained_entries(catalogue: Catalogue, in_place: dict[str, list[str]]) -> list[tuple]:
+    """The valid alternatives that sit beside a wrong earlier exercise: ``(exercise, name, fn)``
+    for the entries of an exercise of ``in_place`` (exercise -> the earlier exercises it calls)
+    whose namespace holds, under an earlier exercise's name, something else than its solution."""
+    solutions = catalogue.module.SOLUTIONS
+    return [
+        (function, name, fn)
+        for function, entries in catalogue.module.VALID.items()
+        if function in in_place
+        for name, fn in entries
+        if any(
+            getattr(fn.__globals__.get(earlier), "__code__", None)
+            is not solutions[earlier].__code__
+            for earlier in in_place[function]
+        )
+    ]
+
+
+def assert_graded_on_its_own(
+    catalogue: Catalogue,
+    function: str,
+    fn: Callable,
+    in_place: dict[str, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One mistake costs points once: ``fn`` (exercise ``function``) sits beside a wrong earlier
+    exercise in its namespace; that earlier function loses points in its own exercise (check and
+    rubric), ``fn`` keeps all of its own (labcore's version of the earlier exercise is bound in its
+    place during the call), the student's functions are back afterwards, and without the
+    substitution (``in_place`` emptied for ``function``) the check would have failed ``fn`` too."""
+    solutions = catalogue.module.SOLUTIONS
+    earlier = {
+        name: fn.__globals__[name]
+        for name in in_place[function]
+        if fn.__globals__[name].__code__ is not solutions[name].__code__
+    }
+    assert earlier, f"{function}: no wrong earlier exercise beside it"
+    for name, wrong in earlier.items():
+        verdict = catalogue.verdict(name, wrong)
+        assert verdict.message is not None, f"the check of {name} accepted the wrong {name}"
+        assert verdict.points < catalogue.full(name), f"the rubric gave full points to {name}"
+    verdict = catalogue.verdict(function, fn)
+    assert verdict.message is None, verdict.message
+    assert verdict.points == catalogue.full(function), verdict.messages
+    assert all(fn.__globals__[name] is wrong for name, wrong in earlier.items())  # put back
+    monkeypatch.setitem(in_place, function, [])
+    with labcore.one_thread():
+        assert catalogue.check_message(function, fn) is not None  # it would cost points twice
