@@ -17,7 +17,7 @@ from unittest import mock
 
 import torch
 
-from labcore.checks.rules import raised_message, tolerance
+from labcore.checks.rules import meta_rule, on_meta, raised_message, tolerance
 from labcore.checks.rules import short as _short
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "forbid",
     "without",
     "run_judged",
+    "meta_check",
 ]
 
 
@@ -217,3 +218,14 @@ def run_judged(
         problem = judge(spec, value, extra)
         if problem:
             raise CheckFailed(f"[{case}] {problem}")
+
+
+def meta_check(case: Case | str, fn: Callable[..., Any], *args: Any, n_outputs: int = 1) -> None:
+    """The device rule, exactly as the grader's kernel applies it: ``fn`` runs once more on
+    ``meta`` copies of its tensor (and module) arguments (shapes only, a stand-in for a GPU) and
+    each of its ``n_outputs`` results must land on ``meta``; raise :class:`CheckFailed` naming
+    ``case`` otherwise (:func:`~labcore.checks.rules.on_meta`,
+    :func:`~labcore.checks.rules.meta_rule`)."""
+    problem = meta_rule({"meta": on_meta(fn, *args)}, n_outputs)
+    if problem:
+        raise CheckFailed(f"[{case}] {problem}")

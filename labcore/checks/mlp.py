@@ -22,6 +22,7 @@ from labcore.checks import (
     CheckFailed,
     assert_unchanged,
     compare,
+    meta_check,
     passed,
     rules,
     run_case,
@@ -51,12 +52,13 @@ Tensor = torch.Tensor
 #: grader's kernel (by the rubric): the activation travels by name (``spec["act_index"]`` names its
 #: position). With ``spec["reference_layer"]`` the student's ``mlp_forward`` runs with labcore's
 #: reference ``layer_forward`` bound under that name in its own namespace (restored afterwards), so
-#: a mistake in exercise 1 costs points in exercise 1 only.
+#: a mistake in exercise 1 costs points in exercise 1 only. With ``spec["meta"]`` the function runs
+#: once more on ``meta`` copies of the tensors (:func:`labcore.checks.rules.on_meta`).
 ACTIVATION_CALL_SOURCE = """
 def call(fn, spec):
     import torch
 
-    from labcore.checks.rules import changed, copies, reference_in_place
+    from labcore.checks.rules import changed, copies, on_meta, reference_in_place
 
     def reference_layer_forward(x, W, b, activation):
         return activation(torch.nn.functional.linear(x, W, b))
@@ -69,8 +71,10 @@ def call(fn, spec):
     in_place = {"layer_forward": reference_layer_forward} if spec.get("reference_layer") else {}
     with reference_in_place(fn, in_place):
         value = fn(*args)
-    mutated = changed(args, before)
-    return value, {"mutated": mutated}
+        extra = {"mutated": changed(args, before)}
+        if spec.get("meta"):
+            extra["meta"] = on_meta(fn, *args)
+    return value, extra
 """
 
 #: The training exercise: rebuild the MLP from ``spec["state"]`` (on the data's device), train it
@@ -290,9 +294,11 @@ def check_layer_forward(layer_forward: Callable) -> None:
         ("batch of 1, relu", 1, 6, 2, torch.relu, torch.float32, "cpu", True),
         ("square W (4 x 4), sigmoid", 3, 4, 4, torch.sigmoid, torch.float32, "cpu", True),
         ("float64, identity", 7, 5, 3, lambda z: z, torch.float64, "cpu", True),
-        ("no bias (b is None), relu", 4, 3, 5, torch.relu, torch.float32, "cpu", False),
-        (f"on the device in use ({device})", 8, 16, 8, torch.tanh, torch.float32, device, True),
-    ]
+        ("no bias (b is None), relu, also run on 'meta' tensors", 4, 3, 5, torch.relu,
+         torch.float32, "cpu", False),
+        (f"on the device in use ({device}), also run on 'meta' tensors", 8, 16, 8, torch.tanh,
+         torch.float32, device, True),
+    ]  # fmt: skip
     for case, batch, d_in, d_out, sigma, dtype, dev, with_bias in cases:
         x = torch.randn(batch, d_in, generator=g, dtype=dtype).to(dev)
         W = torch.randn(d_out, d_in, generator=g, dtype=dtype).to(dev)
@@ -319,6 +325,8 @@ def check_layer_forward(layer_forward: Callable) -> None:
         elif isinstance(got, Tensor) and got.dtype != expected.dtype:
             hint = "keep x's dtype (float64 in, float64 out): no cast to another precision"
         compare(case, got, expected, atol=1e-5, hint=hint)
+        if "meta" in case:
+            meta_check(case, layer_forward, x, W, b, sigma, n_outputs=1)
     passed("layer_forward", len(cases))
 
 
@@ -337,13 +345,14 @@ def check_mlp_forward(mlp_forward: Callable) -> None:
         ("batch of 1, sizes [2, 5, 1], relu", [2, 5, 1], 1, "relu", torch.float32, "cpu"),
         ("float64, sizes [3, 6, 6, 6, 2], sigmoid", [3, 6, 6, 6, 2], 6, "sigmoid",
          torch.float64, "cpu"),
-        (f"on the device in use ({device}), relu", [8, 16, 4], 10, "relu", torch.float32,
-         device),
+        (f"on the device in use ({device}), relu, also run on 'meta' tensors", [8, 16, 4], 10,
+         "relu", torch.float32, device),
     ]  # fmt: skip
     for case, sizes, batch, act, dtype, dev in cases:
         params = _random_params(sizes, g, dtype, dev)
         x = torch.randn(batch, sizes[0], generator=g, dtype=dtype).to(dev)
         spec = {"args": [params, x, act], "act_index": 2, "reference_layer": True}
+        spec["meta"] = "meta" in case
         try:
             got, extra = run_case(case, _ACTIVATION_CALL, mlp_forward, spec)
         except CheckFailed as err:
@@ -361,6 +370,9 @@ def check_mlp_forward(mlp_forward: Callable) -> None:
         elif isinstance(got, Tensor) and got.dtype != expected.dtype:
             hint = "keep x's dtype (float64 in, float64 out): no cast to another precision"
         compare(case, got, expected, atol=1e-5, hint=hint)
+        problem = rules.meta_rule(extra, 1)
+        if problem:
+            raise CheckFailed(f"[{case}] {problem}")
     passed("mlp_forward", len(cases))
 
 
@@ -395,7 +407,14 @@ def check_mlp_backward(mlp_backward: Callable) -> None:
         ("three layers, relu", [5, 8, 8, 2], 7, "relu", f64, "cpu"),
         ("batch of 1, four layers, sigmoid", [3, 5, 5, 5, 2], 1, "sigmoid", f64, "cpu"),
         ("two layers, gelu", [2, 7, 4], 6, "gelu", f64, "cpu"),
-        (f"on the device in use ({device}), silu", [6, 10, 3], 9, "silu", f64, device),
+        (
+            f"on the device in use ({device}), silu, also run on 'meta' tensors",
+            [6, 10, 3],
+            9,
+            "silu",
+            f64,
+            device,
+        ),
         ("float32, tanh (tolerance 1e-4)", [4, 6, 3], 5, "tanh", torch.float32, "cpu"),
     ]
     for case, sizes, batch, activation, dtype, dev in cases:
@@ -466,6 +485,9 @@ def check_mlp_backward(mlp_backward: Callable) -> None:
                         f"\n  expected: {e_l.flatten()[:4].tolist()}"
                         f"\n  got:      {g_l.detach().flatten()[:4].tolist()}\n  hint: {hint}"
                     )
+        if "meta" in case:
+            with torch.no_grad():
+                meta_check(case, mlp_backward, params, x, grad_out, activation, n_outputs=2 * L)
     passed("mlp_backward", len(cases))
 
 
@@ -483,7 +505,8 @@ def check_relu_interpolant_params(relu_interpolant_params: Callable) -> None:
         ("two knots (one segment)", torch.tensor([0.0, 1.0]), torch.tensor([1.0, 3.0])),
         ("four uneven knots", torch.tensor([-2.0, -0.5, 0.0, 3.0]), torch.tensor([0.0, 2.0, -1.0, 1.0])),
         ("a constant piece", torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 1.0, 3.0])),
-        ("float64, nine knots of sin", torch.linspace(-math.pi, math.pi, 9, dtype=f64),
+        ("float64, nine knots of sin, also run on 'meta' tensors",
+         torch.linspace(-math.pi, math.pi, 9, dtype=f64),
          torch.sin(torch.linspace(-math.pi, math.pi, 9, dtype=f64))),
     ]  # fmt: skip
     for case, kx, ky in cases:
@@ -535,6 +558,8 @@ def check_relu_interpolant_params(relu_interpolant_params: Callable) -> None:
                 hint="beyond x_K the network continues with the last slope, and left of x_0 with "
                 "the first: a unit s_0 ReLU(x - x_0) alone is flat left of x_0; add -s_0 ReLU(x_0 - x)",
             )
+        if "meta" in case:
+            meta_check(case, relu_interpolant_params, kx, ky, n_outputs=4)
     passed("relu_interpolant_params", len(cases))
 
 
@@ -643,8 +668,8 @@ def check_linear_cka(linear_cka: Callable) -> None:
         ("three samples", torch.randn(3, 4, generator=g), torch.randn(3, 2, generator=g)),
         ("float64", torch.randn(15, 6, generator=g, dtype=torch.float64),
          torch.randn(15, 2, generator=g, dtype=torch.float64)),
-        (f"on the device in use ({device})", torch.randn(25, 8, generator=g).to(device),
-         torch.randn(25, 8, generator=g).to(device)),
+        (f"on the device in use ({device}), also run on 'meta' tensors",
+         torch.randn(25, 8, generator=g).to(device), torch.randn(25, 8, generator=g).to(device)),
     ]  # fmt: skip
     for case, A, B in cases:
         before = (snapshot(A), snapshot(B))
@@ -660,6 +685,8 @@ def check_linear_cka(linear_cka: Callable) -> None:
         if _agrees(got, uncentred) and not _agrees(got, expected):
             hint = "centre each feature first: subtract the mean over the samples (dim 0)"
         compare(case, got, expected, atol=1e-5, hint=hint)
+        if "meta" in case:
+            meta_check(case, linear_cka, A, B, n_outputs=1)
     passed("linear_cka", len(cases))
 
 

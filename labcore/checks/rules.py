@@ -117,11 +117,14 @@ def _to_meta(value: Any) -> Any:
         return value.detach().to("meta")
     if isinstance(value, torch.nn.Module):
         return copy.deepcopy(value).to("meta")
+    if isinstance(value, list | tuple):  # e.g. a list of (W, b) pairs
+        return type(value)(_to_meta(v) for v in value)
     return value
 
 
 def on_meta(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[str] | str:
-    """Call ``fn`` once more with every tensor (and module) argument moved to ``meta``.
+    """Call ``fn`` once more with every tensor (and module) argument moved to ``meta``, in lists
+    and tuples too.
 
     Returns the devices of what it returned (:func:`devices`), or ``"error: <type>: <message>"``
     if it raised (what :func:`meta_rule` reads). The global state is watched and restored as in

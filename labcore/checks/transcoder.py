@@ -30,6 +30,7 @@ from labcore.checks import (
     assert_unchanged,
     compare,
     diagnose,
+    meta_check,
     passed,
     rules,
     run_case,
@@ -354,8 +355,9 @@ def check_transcoder_forward(transcoder_forward: Callable) -> None:
         ("batch of 1: x (1, 8), d_hidden 16, d_out 8", (1,), 8, 16, 8, torch.float32, "cpu"),
         ("3-D input: x (2, 3, 5) (batch, pos, d_in)", (2, 3), 5, 10, 5, torch.float32, "cpu"),
         ("float64, x (4, 6), d_hidden 9, d_out 3", (4,), 6, 9, 3, F64, "cpu"),
-        (f"on the notebook's device ({device})", (3, 2), 4, 8, 4, torch.float32, device),
-    ]
+        (f"on the notebook's device ({device}), also run on 'meta' tensors", (3, 2), 4, 8, 4,
+         torch.float32, device),
+    ]  # fmt: skip
     for case, lead, d_in, d_hidden, d_out, dtype, dev in settings:
         tc = _random_transcoder(d_in, d_hidden, d_out, g, dtype).to(dev)
         x = (1.5 * torch.randn(*lead, d_in, generator=g, dtype=dtype)).to(dev)
@@ -381,6 +383,8 @@ def check_transcoder_forward(transcoder_forward: Callable) -> None:
             hint=diagnose(y_hat, y_ref, y_mistakes,
                            "y_hat = f @ W_dec + b_dec, shape (..., d_out)"),
         )  # fmt: skip
+        if "meta" in case:
+            meta_check(case, transcoder_forward, x, *params, n_outputs=2)
     passed("transcoder_forward", len(settings))
 
 
@@ -865,7 +869,8 @@ def check_animacy_correlation(animacy_correlation: Callable) -> None:
         ("float64, 25 prompts, 8 features", *make(25, 8, F64)),
         ("every feature constant (all correlations 0)", torch.full((6, 4), 2.0),
          torch.tensor([True, False, True, True, False, False])),
-        (f"on the notebook's device ({device})", *(t.to(device) for t in make(30, 10))),
+        (f"on the notebook's device ({device}), also run on 'meta' tensors",
+         *(t.to(device) for t in make(30, 10))),
     ]  # fmt: skip
     for case, features, animate in settings:
         before = (snapshot(features), snapshot(animate))
@@ -898,6 +903,8 @@ def check_animacy_correlation(animacy_correlation: Callable) -> None:
             rtol=1e-4 if features.dtype != F64 else 1e-8,
             hint=hint,
         )
+        if "meta" in case:
+            meta_check(case, animacy_correlation, features, animate)
     passed("animacy_correlation", len(settings))
 
 
@@ -924,9 +931,9 @@ def check_ablate_features(ablate_features: Callable) -> None:
         ("no feature (the logits must not change)", model, tc0, 0, tokens, positions, []),
         ("every feature at position 0", model, tc0, 0, tokens[:, :5].clone(),
          torch.zeros(4, dtype=torch.long), list(range(24))),
-        (f"on the notebook's device ({device})", _random_gpt(58).to(device),
-         _random_transcoder(16, 24, 16, g, enc_bias=0.5).to(device), 1, tokens.to(device),
-         positions.to(device), [2, 3, 11]),
+        (f"on the notebook's device ({device}), also run on 'meta' tensors",
+         _random_gpt(58).to(device), _random_transcoder(16, 24, 16, g, enc_bias=0.5).to(device),
+         1, tokens.to(device), positions.to(device), [2, 3, 11]),
     ]  # fmt: skip
     with torch.no_grad():
         for case, m, tc, layer, t, pos, feats in cases:
@@ -954,6 +961,8 @@ def check_ablate_features(ablate_features: Callable) -> None:
                     "j] = 0 for j in features; splice with the error term kept",
                 ),
             )
+            if "meta" in case:
+                meta_check(case, ablate_features, m, tc, layer, t, pos, list(feats))
     passed("ablate_features", len(cases))
 
 

@@ -73,24 +73,25 @@ RUBRICS: dict[str, str] = {
 
 #: Kernel-side source of the default way to call a graded function: positional ``args``, keyword
 #: ``kwargs``, the argument positions listed in ``requires_grad`` made to require gradients, and
-#: the positions of tensor arguments changed in place reported as ``extra["mutated"]``.
+#: the positions of tensor arguments changed in place reported as ``extra["mutated"]``; with
+#: ``spec["meta"]`` the function runs once more on ``meta`` copies of its tensors and the devices
+#: of its results are reported as ``extra["meta"]`` (read by :func:`labcore.checks.rules.meta_rule`).
 DEFAULT_CALL = """
 def call(fn, spec):
     import torch
+
+    from labcore.checks.rules import changed, copies, on_meta
 
     args = list(spec.get("args", ()))
     kwargs = dict(spec.get("kwargs", {}))
     for index in spec.get("requires_grad", ()):
         args[index] = args[index].detach().clone().requires_grad_(True)
-    before = [a.detach().clone() if isinstance(a, torch.Tensor) else None for a in args]
+    before = copies(args)
     value = fn(*args, **kwargs)
-    mutated = [
-        index
-        for index, (arg, copy) in enumerate(zip(args, before))
-        if copy is not None
-        and not (arg.shape == copy.shape and torch.equal(arg.detach(), copy))
-    ]
-    return value, {"mutated": mutated}
+    extra = {"mutated": changed(args, before)}
+    if spec.get("meta"):
+        extra["meta"] = on_meta(fn, *args, **kwargs)
+    return value, extra
 """
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from labcore import mlp as ref
 from labcore.checks import mlp as rules
+from labcore.checks.rules import meta_rule
 from labcore.rubrics import (
     Exercise,
     HiddenCase,
@@ -31,6 +32,7 @@ from labcore.rubrics import (
     case_generator,
     describe,
     mutation_message,
+    plain,
     tensor_mismatch,
 )
 
@@ -83,11 +85,27 @@ def _layer_cases(seed: int) -> list[HiddenCase]:
     """Shapes, a batch of one, a square W, float64, no bias."""
     g = _generator(seed, 1)
     settings = [
-        ("batch of 6, 4 -> 3 features, tanh", 6, 4, 3, "tanh", torch.float32, True),
+        (
+            "batch of 6, 4 -> 3 features, tanh; also run on 'meta' tensors",
+            6,
+            4,
+            3,
+            "tanh",
+            torch.float32,
+            True,
+        ),
         ("batch of 1, relu", 1, 5, 7, "relu", torch.float32, True),
         ("square W (5 x 5), sigmoid", 3, 5, 5, "sigmoid", torch.float32, True),
         ("float64, identity", 8, 6, 2, "identity", torch.float64, True),
-        ("no bias (b is None), relu", 4, 3, 6, "relu", torch.float32, False),
+        (
+            "no bias (b is None), relu; also run on 'meta' tensors",
+            4,
+            3,
+            6,
+            "relu",
+            torch.float32,
+            False,
+        ),
     ]
     cases = []
     for name, batch, d_in, d_out, act, dtype, with_bias in settings:
@@ -95,17 +113,22 @@ def _layer_cases(seed: int) -> list[HiddenCase]:
         W = torch.randn(d_out, d_in, generator=g, dtype=dtype)
         b = torch.randn(d_out, generator=g, dtype=dtype) if with_bias else None
         expected = _ACTIVATIONS[act](F.linear(x, W, b))
-        cases.append(HiddenCase(name, {"args": [x, W, b, act], "act_index": 3}, expected))
+        spec = {"args": [x, W, b, act], "act_index": 3, "meta": "meta" in name}
+        cases.append(HiddenCase(name, spec, expected))
     return cases
 
 
 def _score_layer(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | None:
-    return mutation_message(extra, ["x", "W", "b", "activation"]) or tensor_mismatch(
-        value,
-        case.expected,
-        **_tolerance(case.expected.dtype),
-        hint="z = x W^T + b (W has shape (d_out, d_in) as in nn.Linear; b may be None), "
-        "then apply the activation",
+    return (
+        mutation_message(extra, ["x", "W", "b", "activation"])
+        or tensor_mismatch(
+            value,
+            case.expected,
+            **_tolerance(case.expected.dtype),
+            hint="z = x W^T + b (W has shape (d_out, d_in) as in nn.Linear; b may be None), "
+            "then apply the activation",
+        )
+        or meta_rule(plain(extra))
     )
 
 
@@ -116,7 +139,13 @@ def _mlp_forward_cases(seed: int) -> list[HiddenCase]:
     g = _generator(seed, 2)
     settings = [
         ("one layer (an affine map, no activation)", [4, 3], 5, "tanh", torch.float32),
-        ("sizes [5, 9, 7, 2], tanh", [5, 9, 7, 2], 6, "tanh", torch.float32),
+        (
+            "sizes [5, 9, 7, 2], tanh; also run on 'meta' tensors",
+            [5, 9, 7, 2],
+            6,
+            "tanh",
+            torch.float32,
+        ),
         ("batch of 1, sizes [3, 4, 1], relu", [3, 4, 1], 1, "relu", torch.float32),
         ("float64, sizes [2, 5, 5, 5, 3], sigmoid", [2, 5, 5, 5, 3], 7, "sigmoid", torch.float64),
     ]
@@ -126,32 +155,44 @@ def _mlp_forward_cases(seed: int) -> list[HiddenCase]:
         x = torch.randn(batch, sizes[0], generator=g, dtype=dtype)
         expected = _forward(params, x, _ACTIVATIONS[act])
         spec = {"args": [params, x, act], "act_index": 2, "reference_layer": True}
+        spec["meta"] = "meta" in name
         cases.append(HiddenCase(name, spec, expected))
     return cases
 
 
 def _score_mlp_forward(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | None:
-    return mutation_message(extra, ["params", "x", "activation"]) or tensor_mismatch(
-        value,
-        case.expected,
-        **_tolerance(case.expected.dtype),
-        hint="a_l = sigma(a_{l-1} W_l^T + b_l) for the hidden layers, and no activation after "
-        "the last layer (the output is z_L)",
+    return (
+        mutation_message(extra, ["params", "x", "activation"])
+        or tensor_mismatch(
+            value,
+            case.expected,
+            **_tolerance(case.expected.dtype),
+            hint="a_l = sigma(a_{l-1} W_l^T + b_l) for the hidden layers, and no activation after "
+            "the last layer (the output is z_L)",
+        )
+        or meta_rule(plain(extra))
     )
 
 
 # --------------------------------------------------------------------------- 3: backpropagation
-#: Kernel side: the student's backward pass runs with autograd switched off.
+#: Kernel side: the student's backward pass runs with autograd switched off (with ``spec["meta"]``
+#: once more on ``meta`` tensors).
 _BACKWARD_CALL = """
 def call(fn, spec):
     import torch
+
+    from labcore.checks.rules import on_meta
 
     params, x, grad_out, activation = spec["args"]
     before = (x.clone(), grad_out.clone())
     with torch.no_grad():
         value = fn(params, x, grad_out, activation)
     mutated = [i + 1 for i, (a, c) in enumerate(zip((x, grad_out), before)) if not torch.equal(a, c)]
-    return value, {"mutated": mutated}
+    extra = {"mutated": mutated}
+    if spec.get("meta"):
+        with torch.no_grad():
+            extra["meta"] = on_meta(fn, params, x, grad_out, activation)
+    return value, extra
 """
 
 
@@ -161,7 +202,7 @@ def _backward_cases(seed: int) -> list[HiddenCase]:
     f64 = torch.float64
     settings = [
         ("one layer (no activation)", [4, 3], 5, "tanh"),
-        ("two layers, tanh", [5, 7, 3], 6, "tanh"),
+        ("two layers, tanh; also run on 'meta' tensors", [5, 7, 3], 6, "tanh"),
         ("three layers, relu", [4, 9, 6, 2], 8, "relu"),
         ("batch of 1, four layers, sigmoid", [3, 4, 4, 4, 2], 1, "sigmoid"),
         ("two layers, gelu", [3, 6, 4], 5, "gelu"),
@@ -176,7 +217,8 @@ def _backward_cases(seed: int) -> list[HiddenCase]:
         flat = [t for pair in leaves for t in pair]
         grads = torch.autograd.grad(out, flat, grad_outputs=grad_out)
         expected = [[grads[2 * i], grads[2 * i + 1]] for i in range(len(params))]
-        cases.append(HiddenCase(f"{name}, float64", {"args": [params, x, grad_out, act]}, expected))
+        spec = {"args": [params, x, grad_out, act], "meta": "meta" in name}
+        cases.append(HiddenCase(f"{name}, float64", spec, expected))
     return cases
 
 
@@ -203,7 +245,7 @@ def _score_backward(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str 
             problem = tensor_mismatch(got, want, atol=1e-9, rtol=1e-6, what=label, hint=hint)
             if problem:
                 return problem
-    return None
+    return meta_rule(plain(extra), 2 * n_layers)
 
 
 # --------------------------------------------------------------------------- 4: interpolant
@@ -217,7 +259,8 @@ def _interpolant_cases(seed: int) -> list[HiddenCase]:
         ("five uneven random knots", uneven, torch.randn(5, generator=g)),
         ("a flat piece in the middle", torch.tensor([0.0, 1.0, 2.0, 3.0]),
          torch.tensor([1.0, 2.0, 2.0, -1.0])),
-        ("float64, seven knots of exp(-x^2)", dense, torch.exp(-dense**2)),
+        ("float64, seven knots of exp(-x^2); also run on 'meta' tensors", dense,
+         torch.exp(-dense**2)),
     ]  # fmt: skip
     cases = []
     for name, kx, ky in settings:
@@ -230,7 +273,8 @@ def _interpolant_cases(seed: int) -> list[HiddenCase]:
         ])[:, None]  # fmt: skip
         with torch.no_grad():
             expected = ref.relu_interpolant(kx, ky)(grid)
-        cases.append(HiddenCase(name, {"args": [kx, ky]}, {"grid": grid, "values": expected}))
+        spec = {"args": [kx, ky], "meta": "meta" in name}
+        cases.append(HiddenCase(name, spec, {"grid": grid, "values": expected}))
     return cases
 
 
@@ -266,7 +310,7 @@ def _score_interpolant(case: HiddenCase, value: Any, extra: dict[str, Any]) -> s
         what="the network's values on [x_0 - span, x_K + span]",
         hint="the network must equal the piecewise-linear interpolant on [x_0, x_K] and continue "
         "with the first and last slopes beyond the end knots",
-    )
+    ) or meta_rule(plain(extra), 4)
 
 
 # --------------------------------------------------------------------------- 5: training
@@ -347,7 +391,8 @@ def _cka_cases(seed: int) -> list[HiddenCase]:
     Q, _ = torch.linalg.qr(torch.randn(6, 6, generator=g))
     shifted = torch.randn(30, 5, generator=g) - 4.0
     settings = [
-        ("24 samples, 6 and 4 features", X, torch.randn(24, 4, generator=g)),
+        ("24 samples, 6 and 4 features; also run on 'meta' tensors", X,
+         torch.randn(24, 4, generator=g)),
         ("a rotated and scaled copy (CKA = 1)", X, 2.5 * X @ Q),
         ("features far from zero mean (needs centring)", shifted,
          shifted[:, :3] ** 2 + torch.randn(30, 3, generator=g)),
@@ -355,20 +400,27 @@ def _cka_cases(seed: int) -> list[HiddenCase]:
         ("float64", torch.randn(18, 7, generator=g, dtype=torch.float64),
          torch.randn(18, 3, generator=g, dtype=torch.float64)),
     ]  # fmt: skip
-    return [HiddenCase(name, {"args": [A, B]}, ref.linear_cka(A, B)) for name, A, B in settings]
+    return [
+        HiddenCase(name, {"args": [A, B], "meta": "meta" in name}, ref.linear_cka(A, B))
+        for name, A, B in settings
+    ]
 
 
 def _score_cka(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | None:
     problem = rules.cka_type_problem(value)
     if problem:
         return problem + "."
-    return mutation_message(extra, ["X", "Y"]) or tensor_mismatch(
-        value,
-        case.expected,
-        atol=1e-5,
-        rtol=1e-4,
-        hint="CKA = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) with each feature centred "
-        "over the samples (Xc = X - X.mean(0)); return a 0-d tensor",
+    return (
+        mutation_message(extra, ["X", "Y"])
+        or tensor_mismatch(
+            value,
+            case.expected,
+            atol=1e-5,
+            rtol=1e-4,
+            hint="CKA = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) with each feature centred "
+            "over the samples (Xc = X - X.mean(0)); return a 0-d tensor",
+        )
+        or meta_rule(plain(extra))
     )
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from labcore import transcoder as T
 from labcore.checks import transcoder as checks
+from labcore.checks.rules import meta_rule
 from labcore.rubrics import (
     Exercise,
     HiddenCase,
@@ -28,6 +29,7 @@ from labcore.rubrics import (
     describe,
     hook_left_message,
     mutation_message,
+    plain,
     tensor_mismatch,
 )
 from labcore.transformer import GPT, GPTConfig
@@ -185,8 +187,9 @@ def _forward_cases(seed: int) -> list[HiddenCase]:
         ("x (5, 6), d_hidden 10, d_out 3", (5,), 6, 10, 3, torch.float32),
         ("a single token: x (1, 4), d_hidden 7, d_out 4", (1,), 4, 7, 4, torch.float32),
         ("3-D input: x (2, 4, 3)", (2, 4), 3, 8, 5, torch.float32),
-        ("float64, x (3, 5), d_hidden 12, d_out 2", (3,), 5, 12, 2, F64),
-    ]
+        ("float64, x (3, 5), d_hidden 12, d_out 2; also run on 'meta' tensors", (3,), 5, 12, 2,
+         F64),
+    ]  # fmt: skip
     cases = []
     for name, lead, d_in, d_hidden, d_out, dtype in settings:
         tc = _transcoder(g, d_in, d_hidden, d_out).to(dtype)
@@ -194,7 +197,8 @@ def _forward_cases(seed: int) -> list[HiddenCase]:
         params = [p.detach().clone() for p in (tc.W_enc, tc.b_enc, tc.W_dec, tc.b_dec)]
         with torch.no_grad():
             y_hat, f = tc(x)
-        cases.append(HiddenCase(name, {"args": [x, *params]}, [y_hat, f]))
+        spec = {"args": [x, *params], "meta": "meta" in name}
+        cases.append(HiddenCase(name, spec, [y_hat, f]))
     return cases
 
 
@@ -206,10 +210,18 @@ def _score_forward(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str |
         return problem
     y_hat, f = case.expected
     tol = _tolerance(f.dtype)
-    return tensor_mismatch(
-        value[1], f, **tol, what="f", hint="f = relu(x @ W_enc + b_enc), shape (..., d_hidden)"
-    ) or tensor_mismatch(
-        value[0], y_hat, **tol, what="y_hat", hint="y_hat = f @ W_dec + b_dec, shape (..., d_out)"
+    return (
+        tensor_mismatch(
+            value[1], f, **tol, what="f", hint="f = relu(x @ W_enc + b_enc), shape (..., d_hidden)"
+        )
+        or tensor_mismatch(
+            value[0],
+            y_hat,
+            **tol,
+            what="y_hat",
+            hint="y_hat = f @ W_dec + b_dec, shape (..., d_out)",
+        )
+        or meta_rule(plain(extra), 2)
     )
 
 
@@ -577,11 +589,13 @@ def _correlation_cases(seed: int) -> list[HiddenCase]:
         ("30 prompts, 9 features (one never fires, one constant)", *make(30, 9)),
         ("3 prompts, 4 features", *make(3, 4)),
         ("float64, 20 prompts, 6 features", *make(20, 6, F64)),
-        ("every feature constant", torch.full((5, 3), 0.5),
+        ("every feature constant; also run on 'meta' tensors", torch.full((5, 3), 0.5),
          torch.tensor([True, False, False, True, True])),
     ]  # fmt: skip
     return [
-        HiddenCase(name, {"args": [f, a]}, checks._animacy_correlation(f, a))
+        HiddenCase(
+            name, {"args": [f, a], "meta": "meta" in name}, checks._animacy_correlation(f, a)
+        )
         for name, f, a in settings
     ]
 
@@ -602,7 +616,7 @@ def _score_correlation(case: HiddenCase, value: Any, extra: dict[str, Any]) -> s
         value, expected, **tol, what="the correlations",
         hint="Pearson's r of each feature (column) with animate as 0/1, over the prompts; "
         "shape (d_hidden,)",
-    )  # fmt: skip
+    ) or meta_rule(plain(extra))  # fmt: skip
 
 
 # --------------------------------------------------------------------------- 8: ablation
@@ -622,7 +636,14 @@ def call(fn, spec):
         hook_left = not torch.equal(model(tokens), clean)
     mutated = [i for i, (a, b) in ((3, (tokens, before[0])), (4, (positions, before[1])))
                if not torch.equal(a, b)]
-    return value, {"mutated": mutated, "hook_left": hook_left}
+    extra = {"mutated": mutated, "hook_left": hook_left}
+    if spec.get("meta"):  # once more on 'meta' copies (shapes only: a stand-in for a GPU)
+        from labcore.checks.rules import on_meta
+
+        with torch.no_grad():
+            extra["meta"] = on_meta(fn, model, transcoder, spec["layer"], tokens, positions,
+                                    list(spec["features"]))
+    return value, extra
 """
 )
 
@@ -637,7 +658,14 @@ def _ablate_cases(seed: int) -> list[HiddenCase]:
     tc0, tc1 = _transcoder(g, 12, 20, 12, enc_bias=0.5), _transcoder(g, 12, 28, 12, enc_bias=0.5)
     settings = [
         ("layer 0, features [0, 3, 9, 17]", 0, tc0, tokens, positions, [0, 3, 9, 17]),
-        ("layer 1, features [2, 27]", 1, tc1, tokens, positions, [2, 27]),
+        (
+            "layer 1, features [2, 27]; also run on 'meta' tensors",
+            1,
+            tc1,
+            tokens,
+            positions,
+            [2, 27],
+        ),
         ("batch of 1, the last position", 1, tc1, tokens[:1].clone(), torch.tensor([7]), [4, 5]),
         ("no feature (the logits must not change)", 0, tc0, tokens, positions, []),
     ]
@@ -647,7 +675,7 @@ def _ablate_cases(seed: int) -> list[HiddenCase]:
             expected = checks._ablate_features(model, tc, layer, t, pos, feats)
         spec = {"config": _CONFIG, "state": state, "transcoder": tc.config(),
                 "transcoder_state": _state(tc), "layer": layer, "tokens": t, "positions": pos,
-                "features": feats}  # fmt: skip
+                "features": feats, "meta": "meta" in name}  # fmt: skip
         cases.append(HiddenCase(name, spec, expected))
     return cases
 
@@ -665,7 +693,7 @@ def _score_ablate(case: HiddenCase, value: Any, extra: dict[str, Any]) -> str | 
         value, case.expected, atol=1e-5, rtol=1e-4, what="the logits",
         hint="zero the features at positions[b] of prompt b only (f[torch.arange(batch), "
         "positions]) and keep the transcoder's error: MLP(x) + decode(edited f) - decode(f)",
-    )  # fmt: skip
+    ) or meta_rule(plain(extra))  # fmt: skip
 
 
 RUBRIC = Rubric(

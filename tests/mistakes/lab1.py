@@ -157,6 +157,11 @@ def _layer_bias_always(x, W, b, activation):
     return activation(x @ W.T + b)
 
 
+def _layer_cpu_zero_bias(x, W, b, activation):
+    bias = torch.zeros(W.shape[0], dtype=x.dtype) if b is None else b  # on the CPU
+    return activation(x @ W.T + bias)
+
+
 def _layer_float32(x, W, b, activation):
     z = (x @ W.T).float()
     return activation(z if b is None else z + b.float())
@@ -252,6 +257,11 @@ def _forward_recursive(params, x, activation):
 
 
 # ============================================================================ 3: backpropagation
+def _backward_cpu_accumulators(params, x, grad_out, activation):
+    grads = _backward(params, x, grad_out, activation)
+    return [(dW, torch.zeros(db.shape, dtype=db.dtype) + db) for dW, db in grads]  # CPU zeros
+
+
 def _backward(params, x, grad_out, activation, *, prime_at_a=False, prime_on_last=False,
               transposed_dw=False, mean_db=False, w_transposed_down=False):  # fmt: skip
     sigma = mlp.ACTIVATION_FUNCTIONS[activation]
@@ -353,6 +363,13 @@ def _interp_no_offset(knots_x, knots_y):
     return W1, b1, W2, torch.zeros(1, dtype=knots_x.dtype)
 
 
+def _interp_cpu_weights(knots_x, knots_y):
+    W1, b1, W2, b2 = relu_interpolant_params(knots_x, knots_y)
+    W1 = torch.ones(len(knots_x), 1, dtype=knots_x.dtype)  # created on the CPU
+    W1[1] = -1.0
+    return W1, b1, W2, b2
+
+
 def _interp_float32(knots_x, knots_y):
     return tuple(t.float() for t in relu_interpolant_params(knots_x, knots_y))
 
@@ -373,25 +390,26 @@ def _interp_loop(knots_x, knots_y):
         rows_w.append(1.0)
         rows_b.append(-knots_x[k])
         outs.append(slope(k) - slope(k - 1))
-    dtype = knots_x.dtype
-    W1 = torch.tensor(rows_w, dtype=dtype)[:, None]
-    b1 = torch.stack([torch.as_tensor(v, dtype=dtype) for v in rows_b])
-    W2 = torch.stack([torch.as_tensor(v, dtype=dtype) for v in outs])[None, :]
+    like = {"dtype": knots_x.dtype, "device": knots_x.device}
+    W1 = torch.tensor(rows_w, **like)[:, None]
+    b1 = torch.stack([torch.as_tensor(v, **like) for v in rows_b])
+    W2 = torch.stack([torch.as_tensor(v, **like) for v in outs])[None, :]
     return W1, b1, W2, knots_y[:1].clone()
 
 
 def _interp_extra_zero_unit(knots_x, knots_y):
     W1, b1, W2, b2 = relu_interpolant_params(knots_x, knots_y)
-    one = torch.ones(1, 1, dtype=W1.dtype)
+    one = torch.ones(1, 1, dtype=W1.dtype, device=W1.device)
     return (torch.cat([W1, one]), torch.cat([b1, -knots_x[-1:]]),
-            torch.cat([W2, torch.zeros(1, 1, dtype=W2.dtype)], 1), b2)  # fmt: skip
+            torch.cat([W2, torch.zeros_like(one)], 1), b2)  # fmt: skip
 
 
 def _interp_left_by_negative_slope(knots_x, knots_y):
     """The left unit as -s_0 ReLU(x_0 - x) written with W = -1 and b = x_0, others via diff."""
     slopes = torch.diff(knots_y) / torch.diff(knots_x)
-    W1 = torch.cat([torch.tensor([[-1.0]], dtype=knots_x.dtype),
-                    torch.ones(len(knots_x) - 1, 1, dtype=knots_x.dtype)])  # fmt: skip
+    like = {"dtype": knots_x.dtype, "device": knots_x.device}
+    W1 = torch.cat([torch.tensor([[-1.0]], **like),
+                    torch.ones(len(knots_x) - 1, 1, **like)])  # fmt: skip
     b1 = torch.cat([knots_x[:1], -knots_x[:-1]])
     W2 = torch.cat([-slopes[:1], slopes[:1], torch.diff(slopes)])[None, :]
     return W1, b1, W2, knots_y[:1].clone()
@@ -456,6 +474,12 @@ def _cka_centre_wrong_axis(X, Y):
 def _cka_not_squared(X, Y):
     Xc, Yc = X - X.mean(0), Y - Y.mean(0)
     return (Yc.T @ Xc).norm() / ((Xc.T @ Xc).norm() * (Yc.T @ Yc).norm())
+
+
+def _cka_cpu_ones(X, Y):
+    ones = torch.ones(X.shape[0], 1, dtype=X.dtype)  # on the CPU
+    Xc, Yc = X - ones * X.mean(0), Y - ones * Y.mean(0)
+    return (Yc.T @ Xc).square().sum() / ((Xc.T @ Xc).norm() * (Yc.T @ Yc).norm())
 
 
 def _cka_float32(X, Y):
@@ -527,6 +551,7 @@ MISTAKES = {
         ("casts to float32", _layer_float32, "keep x's dtype"),
         ("adds b as a column (wrong axis)", _layer_bias_as_column, "added to every row"),
         ("activation before the bias", _layer_activation_before_bias, "x W^T + b"),
+        ("a zero bias created on the CPU when b is None", _layer_cpu_zero_bias, "'meta' device"),
     ],
     "mlp_forward": [
         (
@@ -555,6 +580,11 @@ MISTAKES = {
             "delta_(l-1)",
         ),
         ("autograd", _backward_by_autograd, "autograd is switched off"),
+        (
+            "db accumulated into zeros created on the CPU",
+            _backward_cpu_accumulators,
+            "'meta' device",
+        ),
     ],  # fmt: skip
     "relu_interpolant_params": [
         ("no unit continuing the first slope left of x_0", _interp_no_left_unit, "left of x_0"),
@@ -566,6 +596,11 @@ MISTAKES = {
         ("no offset y_0", _interp_no_offset, "piecewise-linear interpolant"),
         ("float32 parameters for float64 knots", _interp_float32, "knots' dtype"),
         ("W1 and W2 as vectors", _interp_flat_shapes, "expected shapes"),
+        (
+            "W1 created on the CPU (ignores the knots' device)",
+            _interp_cpu_weights,
+            "expected 'meta'",
+        ),
     ],  # fmt: skip
     "train_classifier": [
         ("softmax before F.cross_entropy", _mistake_train(softmax=True), "softmax"),
@@ -587,6 +622,7 @@ MISTAKES = {
         ("centres over the features (dim 1)", _cka_centre_wrong_axis, "Xc = X - X.mean(0)"),
         ("numerator not squared", _cka_not_squared, "||Yc^T Xc||_F^2"),
         ("computes in float32", _cka_float32, "expected dtype torch.float64"),
+        ("centres with a column of ones created on the CPU", _cka_cpu_ones, "'meta' device"),
     ],
     "geometry_experiment": [
         (

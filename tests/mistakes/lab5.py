@@ -202,6 +202,12 @@ def _fw_no_relu(x, W_enc, b_enc, W_dec, b_dec):
     return f @ W_dec + b_dec, f
 
 
+def _fw_cpu_zeros(x, W_enc, b_enc, W_dec, b_dec):
+    zeros = torch.zeros(W_enc.shape[1], dtype=x.dtype)  # created on the CPU
+    f = torch.maximum(x @ W_enc + b_enc, zeros)
+    return f @ W_dec + b_dec, f
+
+
 def _fw_no_b_enc(x, W_enc, b_enc, W_dec, b_dec):
     f = torch.relu(x @ W_enc)
     return f @ W_dec + b_dec, f
@@ -597,6 +603,14 @@ def _corr_nan(features, animate):
     return (fc * ac[:, None]).sum(0) / (fc.pow(2).sum(0).sqrt() * ac.pow(2).sum().sqrt())
 
 
+def _corr_cpu_zeros(features, animate):
+    a = animate.to(features.dtype)
+    fc, ac = features - features.mean(0), a - a.mean()
+    cov, norms = (fc * ac[:, None]).sum(0), fc.pow(2).sum(0).sqrt() * ac.pow(2).sum().sqrt()
+    zero = torch.zeros(features.shape[1], dtype=features.dtype)  # created on the CPU
+    return torch.where(norms > 0, cov / norms, zero)
+
+
 def _corr_flipped(features, animate):
     return _SOLUTION_FUNCTIONS["animacy_correlation"](features, ~animate)
 
@@ -675,6 +689,19 @@ def _edit_right(tokens, positions, features):
         picked[:, features] = 0.0
         f[batch, positions] = picked
         return f
+
+    return edit
+
+
+def _edit_cpu_mask(tokens, positions, features):
+    def edit(f):
+        keep = torch.ones(f.shape, dtype=f.dtype)  # created on the CPU
+        keep[torch.arange(f.shape[0]), positions.cpu()] = torch.where(
+            torch.isin(torch.arange(f.shape[-1]), torch.tensor(features, dtype=torch.long)),
+            0.0,
+            1.0,
+        )
+        return f * keep
 
     return edit
 
@@ -799,6 +826,8 @@ MISTAKES = {
          notebook("transcoder_forward", transcoder_forward=_fw_decode_pre), "pre-activations"),
         ("b_dec modified in place", notebook("transcoder_forward", transcoder_forward=_fw_inplace),
          "b_dec"),
+        ("ReLU as a maximum with zeros created on the CPU",
+         notebook("transcoder_forward", transcoder_forward=_fw_cpu_zeros), "'meta' device"),
     ],
     "transcoder_loss": [
         ("F.mse_loss (averages over d_out too)",
@@ -880,6 +909,8 @@ MISTAKES = {
         ("one correlation per prompt (the wrong axis)",
          notebook("animacy_correlation", animacy_correlation=_corr_wrong_axis),
          "one correlation per feature"),
+        ("zeros for constant features created on the CPU",
+         notebook("animacy_correlation", animacy_correlation=_corr_cpu_zeros), "'meta' device"),
     ],
     "ablate_features": [
         ("the error term dropped",
@@ -899,6 +930,9 @@ MISTAKES = {
         ("positions clamped in place", notebook("ablate_features",
                                                 ablate_features=_ablate_mutates_positions),
          "positions"),
+        ("a mask of ones created on the CPU",
+         notebook("ablate_features", ablate_features=_ablate_with(_edit_cpu_mask)),
+         "'meta' device"),
     ],
 }  # fmt: skip
 
