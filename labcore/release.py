@@ -602,18 +602,28 @@ class Release:
     references: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _prepare(dest: Path, source: Path, replace: bool) -> None:
+def _check_dest(dest: Path, source: Path, replace: bool) -> list[Path]:
+    """What ``dest`` holds that the release replaces (its ``.git`` stays).
+
+    Raises:
+        ValueError: ``dest`` is the course or holds it, is a file, or is not empty without
+            ``replace``.
+    """
     if dest == source or dest in source.parents:
         raise ValueError(f"the student edition cannot be written to {dest}: it holds the course")
     if dest.exists() and not dest.is_dir():
         raise ValueError(f"{dest} exists and is not a folder")
+    entries = [p for p in dest.iterdir() if p.name != ".git"] if dest.exists() else []
+    if entries and not replace:
+        raise ValueError(
+            f"{dest} is not empty: pass --replace to replace what it holds (its .git is kept)"
+        )
+    return entries
+
+
+def _prepare(dest: Path, source: Path, replace: bool) -> None:
     if dest.exists():
-        entries = [p for p in dest.iterdir() if p.name != ".git"]
-        if entries and not replace:
-            raise ValueError(
-                f"{dest} is not empty: pass --replace to replace what it holds (its .git is kept)"
-            )
-        for entry in entries:
+        for entry in _check_dest(dest, source, replace):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
             else:
@@ -649,6 +659,7 @@ def release(
     """
     source = assign.find_root(source)
     dest = dest.resolve()
+    _check_dest(dest, source, replace)
     commit, tracked = tracked_files(source, source_ref)
     contents = {rel: file.data for rel, file in tracked.items()}
     regions = solution_regions(contents)
