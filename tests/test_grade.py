@@ -29,6 +29,7 @@ import torch
 from labcore import function_approximation as fa
 from labcore.grade import CaseOutcome, SubmissionGrade, find_reference_use, main, submission_names
 from labcore.grading import transport as grade_module
+from labcore.grading.canvas import CANVAS_STUDENT_COLUMNS
 from labcore.grading.detect import cell_labels, exercise_cells, exercise_title, reference_findings
 from labcore.grading.inkernel import harness
 from labcore.grading.pool import socket_safe_tempdir
@@ -330,6 +331,17 @@ def finish_grader(process: subprocess.Popen[str], folder: Path) -> dict[str, dic
         return {row["submission"]: row for row in csv.DictReader(handle)}
 
 
+def canvas_roster(path: Path, logins: list[str]) -> Path:
+    """A Canvas gradebook export (Canvas's student columns, the lab's column) of ``logins``."""
+    with open(path, "w", newline="", encoding="utf-8-sig") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*CANVAS_STUDENT_COLUMNS, "Lab 0 (12345)"])
+        writer.writerow(["    Points Possible", "", "", "", "", str(FULL)])
+        for i, login in enumerate(logins):
+            writer.writerow([f"Student {i}", str(100 + i), f"S{i}", login, "Section A", ""])
+    return path
+
+
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Grade every submission of :func:`submissions` in one command with ``--jobs 2``.
@@ -345,7 +357,11 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> dict:
     slow_run = start_grader(
         slow_folder, {"slow": slow}, "--timeout", "1000", "--total-timeout", str(TOTAL_TIMEOUT)
     )
-    main_run = start_grader(folder, notebooks, "--jobs", "2", "--timeout", str(CELL_TIMEOUT))
+    roster = canvas_roster(folder / "roster.csv", ["solution", "stubs", "kill", "absent"])
+    main_run = start_grader(
+        folder, notebooks, "--jobs", "2", "--timeout", str(CELL_TIMEOUT),
+        "--canvas-roster", str(roster), "--canvas-assignment", "Lab 0 (12345)",
+    )  # fmt: skip
     rows = finish_grader(main_run, folder)
     slow_rows = finish_grader(slow_run, slow_folder)
     with open(folder / "out" / "grades.csv", newline="", encoding="utf-8") as handle:
@@ -396,6 +412,17 @@ def test_feedback_files_are_well_formed_and_never_show_solution_code(batch):
         assert text.count("\n## Exercise ") == len(POINTS), text
         assert not [grade_id for grade_id in POINTS if grade_id in text]
         assert not [line for line in solution_lines if line in text]
+
+
+def test_canvas_export_holds_the_rostered_students_totals(batch):
+    """The same command wrote canvas.csv: the roster's students who handed in, with their totals."""
+    with open(batch["folder"] / "out" / "canvas.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == [*CANVAS_STUDENT_COLUMNS, "Lab 0 (12345)"]
+    assert rows[1][0].strip() == "Points Possible" and float(rows[1][-1]) == FULL
+    scores = {row[3]: float(row[-1]) for row in rows[2:]}
+    assert scores == {n: float(batch["rows"][n]["total"]) for n in ("solution", "stubs", "kill")}
+    assert scores["solution"] == FULL and scores["stubs"] == 0
 
 
 def test_solution_gets_full_marks(batch):
