@@ -273,3 +273,76 @@ def assert_graded_on_its_own(
     monkeypatch.setitem(in_place, function, [])
     with labcore.one_thread():
         assert catalogue.check_message(function, fn) is not None  # it would cost points twice
+
+
+# ============================================================================ the per-lab table
+def lab_counts(catalogue: Catalogue) -> dict[str, int]:
+    """One lab's counts: exercises; mistakes tried, rejected by the check, by the rubric (fewer
+    than full points), by both; valid alternatives tried, accepted by the check, by the rubric
+    (full points), by both."""
+    counts = dict.fromkeys(
+        ("exercises", "mistakes", "check", "rubric", "both", "valid", "v_check", "v_rubric",
+         "v_both"),
+        0,
+    )  # fmt: skip
+    counts["exercises"] = len(catalogue.exercises)
+    for function in catalogue.exercises:
+        full = catalogue.full(function)
+        for _, fn, _ in catalogue.module.MISTAKES[function]:
+            verdict = catalogue.verdict(function, fn)
+            by_check, by_rubric = verdict.message is not None, verdict.points < full
+            counts["mistakes"] += 1
+            counts["check"] += by_check
+            counts["rubric"] += by_rubric
+            counts["both"] += by_check and by_rubric
+        for _, fn in catalogue.module.VALID[function]:
+            verdict = catalogue.verdict(function, fn)
+            by_check, by_rubric = verdict.message is None, verdict.points == full
+            counts["valid"] += 1
+            counts["v_check"] += by_check
+            counts["v_rubric"] += by_rubric
+            counts["v_both"] += by_check and by_rubric
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tests.mistakes.runner --table [--labs 0 1 ...]``: run every lab's catalogue
+    through its check and its rubric and print the per-lab table (Markdown). Exits 1 if a
+    mistake passed or a valid alternative failed either."""
+    import argparse
+    import contextlib
+    import importlib
+    import io
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.mistakes.runner", description=main.__doc__
+    )
+    parser.add_argument("--table", action="store_true", help="print the per-lab table")
+    parser.add_argument("--labs", type=int, nargs="*", default=list(range(7)), help="labs (0-6)")
+    args = parser.parse_args(argv)
+    if not args.table:
+        parser.error("nothing to do: pass --table")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, as pytest sets it
+    print(
+        "| lab | exercises | mistakes caught by the check / tried | caught by the rubric / tried "
+        "| valid accepted by the check / tried | accepted by the rubric / tried |"
+    )
+    print("|---|---|---|---|---|---|")
+    ok = True
+    for lab in args.labs:
+        catalogue = importlib.import_module(f"test_mistakes_lab{lab}").CATALOGUE
+        with contextlib.redirect_stdout(io.StringIO()):  # the checks' own success lines
+            c = lab_counts(catalogue)
+        print(
+            f"| {lab} | {c['exercises']} | {c['check']} / {c['mistakes']} | "
+            f"{c['rubric']} / {c['mistakes']} | {c['v_check']} / {c['valid']} | "
+            f"{c['v_rubric']} / {c['valid']} |",
+            flush=True,
+        )
+        ok = ok and c["both"] == c["mistakes"] and c["v_both"] == c["valid"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
