@@ -414,13 +414,15 @@ def edit_build_file(rel: str, text: str) -> str:
 
     ``book/ and solutions/`` becomes ``book/``, ``solutions/ and _config.yml`` becomes
     ``_config.yml``, a ``solutions`` argument of a command (pytest's or nbval's paths) goes, and the
-    Makefile loses its ``book-student`` target.
+    Makefile loses its ``book-student`` target and the nbgrader venv as a prerequisite of ``test``.
 
     Raises:
         ValueError: the file still names ``solutions`` afterwards (a rule to add here).
     """
     if PurePosixPath(rel).name == "Makefile":
         text = _drop_make_target(text, STUDENT_TARGET)
+        # tests/test_nbgrader.py reads solutions/ and is left out: no nbgrader venv before tests
+        text = re.sub(r"^(test:.*?) \$\(NBGRADER_STAMP\)", r"\1", text, flags=re.M)
     text = re.sub(rf"\bbook/ and {SOLUTIONS}/", "book/", text)
     text = re.sub(rf"\b{SOLUTIONS}/ and (?=_config\.yml)", "", text)
     lines = []

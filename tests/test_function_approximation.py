@@ -278,7 +278,7 @@ def _naive_mixture_nll(x, logits, means, log_stds):
         (
             checks.check_polynomial_features,
             lambda x, d: x.reshape(-1, 1).double() ** torch.arange(d + 1),
-            "expected dtype torch.float32",
+            "should have dtype torch.float32",
         ),
         (checks.check_gaussian_mle, lambda x: (x.mean(), x.std()), "divides by n"),
         (checks.check_gaussian_nll, lambda x, m, s: torch.tensor(0.0), "values differ"),
