@@ -120,3 +120,15 @@ def test_raised_message_explains_shape_errors():
     assert "a shape error inside your function" in message and "check transposes" in message
     plain = rules.raised_message(KeyError("k"), shape_hint="x", hints={"'k'": "a key"})
     assert "shape error" not in plain and "hint: a key" in plain
+
+
+def test_what_raised_names_the_error_of_a_call_that_must_reject_its_argument():
+    def check_kind(kind):
+        if kind not in ("l1", "l2"):
+            raise ValueError(kind)
+
+    assert rules.what_raised(check_kind, "l3") == "ValueError"
+    assert rules.what_raised(check_kind, "l1") == "returned normally"
+    assert rules.what_raised(lambda kind: {}[kind], "l3") == "KeyError"
+    with pytest.raises(NotImplementedError):
+        rules.what_raised(lambda kind: (_ for _ in ()).throw(NotImplementedError()), "l3")

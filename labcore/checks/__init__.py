@@ -194,18 +194,21 @@ def without(*targets: tuple[object, str], what: str) -> Iterator[None]:
 
 
 def run_judged(
+    exercise: str,
     cases: list[tuple[str, dict[str, Any]]],
     call: Callable[[dict[str, Any]], tuple[Any, dict[str, Any]]],
     judge: Callable[[dict[str, Any], Any, dict[str, Any]], str | None],
     *,
     shape_hint: str,
     hints: dict[str, str] | None = None,
+    label: str | None = None,
 ) -> None:
     """Run every ``(case name, spec)`` through ``call(spec) -> (value, report)`` (the lab's shared
     kernel-side call) and ``judge(spec, value, report)`` (its shared rule); raise
-    :class:`CheckFailed` naming the case on the first failure. An error raised inside the
-    student's code becomes the failure, explained by :func:`labcore.checks.rules.raised_message`
-    (``shape_hint``, ``hints``); ``NotImplementedError`` (an unfinished exercise) passes through.
+    :class:`CheckFailed` naming the case on the first failure, else print the success line of
+    ``label`` (default ``exercise``). An error raised inside the student's code becomes the
+    failure, explained by :func:`labcore.checks.rules.raised_message` (``shape_hint``, ``hints``);
+    ``NotImplementedError`` (an unfinished exercise) passes through.
     """
     for case, spec in cases:
         try:
@@ -218,6 +221,7 @@ def run_judged(
         problem = judge(spec, value, extra)
         if problem:
             raise CheckFailed(f"[{case}] {problem}")
+    passed(label or exercise, len(cases))
 
 
 def meta_check(case: Case | str, fn: Callable[..., Any], *args: Any, n_outputs: int = 1) -> None:

@@ -21,6 +21,7 @@ never touch the global RNG (local generators; modules are built inside ``fork_rn
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 
 import labcore
 from labcore import attention as ref
-from labcore.checks import passed, rules, run_judged
+from labcore.checks import rules, run_judged
 from labcore.transformer import GPT, Block, GPTConfig
 
 __all__ = [
@@ -71,6 +72,7 @@ from labcore.checks.rules import (
     on_meta,
     reference_in_place,
     watch_global_state,
+    what_raised,
 )
 
 _SDPA = _la.scaled_dot_product_attention  # the original, captured before it is forbidden
@@ -178,16 +180,7 @@ def call(fn, spec, merge=None):
         elif op == "roundtrip":
             value = merge(fn(x, spec["n_heads"]))
         else:
-            try:
-                fn(x, spec["n_heads"])
-            except NotImplementedError:
-                raise
-            except ValueError:
-                value = "ValueError"
-            except Exception as err:
-                value = type(err).__name__
-            else:
-                value = "returned normally"
+            value = what_raised(fn, x, spec["n_heads"])
     extra["mutated"] = changed([x], [before])
     return value, extra
 """
@@ -880,14 +873,14 @@ _CHECK_SEEDS = {name: 200 + i for i, name in enumerate(CASES)}
 
 def _check(exercise: str, fn: Callable, *extra_args: Any, label: str | None = None) -> None:
     g = torch.Generator().manual_seed(_CHECK_SEEDS[exercise])
-    cases = CASES[exercise](g, labcore.get_device())
     run_judged(
-        cases,
+        exercise,
+        CASES[exercise](g, labcore.get_device()),
         lambda spec: call_function(exercise, fn, spec, *extra_args),
-        lambda spec, value, extra: judge(exercise, spec, value, extra),
+        functools.partial(judge, exercise),
         shape_hint="check transposes and the axes you split or index",
+        label=label,
     )
-    passed(label or exercise, len(cases))
 
 
 # ----------------------------------------------------------------------------- the checks

@@ -15,6 +15,7 @@ never touch the global RNG (local generators only; models are built inside
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 
 from labcore import function_approximation as ref
-from labcore.checks import passed, rules, run_judged
+from labcore.checks import rules, run_judged
 
 __all__ = [
     "CALL_SOURCE",
@@ -607,14 +608,8 @@ _CHECK_SEEDS = {name: 10 + i for i, name in enumerate(CASES)}
 
 def _check(exercise: str, fn: Callable) -> None:
     g = torch.Generator().manual_seed(_CHECK_SEEDS[exercise])
-    cases = CASES[exercise](g)
-    run_judged(
-        cases,
-        lambda spec: call_function(exercise, fn, spec),
-        lambda spec, value, extra: judge(exercise, spec, value, extra),
-        shape_hint="where it broadcasts",
-    )
-    passed(exercise, len(cases))
+    call, rule = functools.partial(call_function, exercise, fn), functools.partial(judge, exercise)
+    run_judged(exercise, CASES[exercise](g), call, rule, shape_hint="where it broadcasts")
 
 
 # ----------------------------------------------------------------------------- the checks

@@ -14,7 +14,8 @@ check and in the grader's kernel alike) import these helpers from here:
 * :func:`on_meta` and :func:`devices`: the same call on ``meta`` tensors (shapes only, a stand-in
   for a GPU), which catches a tensor created on the default device without a GPU;
 * :func:`reference_in_place`: labcore's reference bound under an earlier exercise's name in the
-  student's namespace during the call, so that one mistake costs points once.
+  student's namespace during the call, so that one mistake costs points once;
+* :func:`what_raised`: what a call that must reject its argument raised.
 
 The **judge side** reads that report and the returned value, in the notebook check and in the
 grader's rubric alike: :func:`common` (inputs, parameters, global RNG and default dtype untouched),
@@ -41,6 +42,7 @@ __all__ = [
     "changed",
     "devices",
     "on_meta",
+    "what_raised",
     "reference_in_place",
     "compile_call",
     "short",
@@ -137,6 +139,21 @@ def on_meta(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[str] | st
             return devices(fn(*meta_args, **meta_kwargs))
     except Exception as err:  # NotImplementedError too: torch raises it for meta copies
         return "error: " + (type(err).__name__ + ": " + str(err))[:300]
+
+
+def what_raised(fn: Callable[..., Any], *args: Any) -> str:
+    """Call ``fn(*args)`` where it must raise (a bad argument): ``"ValueError"`` for a
+    ``ValueError`` (or a subclass), the type's name for another error, or ``"returned
+    normally"``. ``NotImplementedError`` (an unfinished exercise) passes through."""
+    try:
+        fn(*args)
+    except NotImplementedError:
+        raise
+    except ValueError:
+        return "ValueError"
+    except Exception as err:
+        return type(err).__name__
+    return "returned normally"
 
 
 _MISSING = object()

@@ -406,17 +406,9 @@ def call(fn, spec):
     f = spec["f"].detach().clone().requires_grad_(True)
     before = f.detach().clone()
     if spec["kind"] not in ("l1", "l2"):
-        try:
-            fn(f, spec["kind"])
-        except NotImplementedError:
-            raise
-        except ValueError:
-            value = "ValueError"
-        except Exception as err:
-            value = type(err).__name__
-        else:
-            value = "returned normally"
-        return value, {"mutated": []}
+        from labcore.checks.rules import what_raised
+
+        return what_raised(fn, f, spec["kind"]), {"mutated": []}
     value = fn(f, spec["kind"])
     grad = None
     if isinstance(value, torch.Tensor) and value.requires_grad and value.numel() == 1:
