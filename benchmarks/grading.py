@@ -180,7 +180,11 @@ class CpuMeter:
 
 
 def _measured(cgroup: str | None, work: Callable[[], Any]) -> tuple[float, float, Any]:
-    """Run ``work()`` in this process: its wall seconds, CPU seconds (``inf``) and result."""
+    """Run ``work()`` in this process: its wall seconds, CPU seconds and result.
+
+    The CPU seconds are those of the cgroup at ``cgroup`` (this process joins it first, so they
+    count this process and all it starts from now on), or ``inf`` without one.
+    """
     meter = CpuMeter(Path(cgroup)) if cgroup else None
     if meter is not None:
         meter.join()
