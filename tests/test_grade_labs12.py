@@ -1,25 +1,24 @@
 """The rubrics of labs 1 and 2: full marks for the solution, zero for the lab, exact partial credit.
 
-One grading command (``--jobs 2``) per lab grades three submissions built from ``solutions/`` and
-``labs/``, the slow ungraded demo and check cells dropped: the solution, the untouched lab, and a
-solution with one exercise wrong in a way that fails exactly one hidden case.
+One grading command (``--jobs 2``) per lab, both labs at once, grades three submissions built from
+``solutions/`` and ``labs/``, the slow ungraded demo and check cells dropped: the solution, the
+untouched lab, and a solution with one exercise wrong in a way that fails exactly one hidden case.
+The command, the gradebook's points and the expected partial credit come from
+``tests/grading_fixtures.py``, which the grader tests of labs 5 and 6 share.
 """
 
 from __future__ import annotations
 
-import csv
-import subprocess
-import sys
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
+from unittest import mock
 
-import nbformat
+import grading_fixtures as grading
 import pytest
-from submissions import lean_submission
 
 from labcore.rubrics import load_rubric
 
-ROOT = Path(__file__).resolve().parents[1]
-KEEP = ("setup", "imports", "cell-1")  # imports; every other cell but the exercises is dropped
+#: The cells kept besides the exercises: lab 2's imports cell is ``cell-1``, not ``imports``.
+KEEP = (*grading.KEEP, "cell-1")
 
 #: lab -> (exercise made wrong, its wrong source, number of hidden cases it fails)
 WRONG = {
@@ -51,46 +50,26 @@ WRONG = {
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, dict[str, str]]]:
     """Grade both labs (two commands at once, each with ``--jobs 2``); CSV rows per lab."""
-    runs = {}
-    for lab, (grade_id, source, _) in WRONG.items():
-        folder = tmp_path_factory.mktemp(lab)
-        notebooks = {
-            "solution": lean_submission(ROOT / "solutions" / f"{lab}.ipynb", KEEP),
-            "stubs": lean_submission(ROOT / "labs" / f"{lab}.ipynb", KEEP),
-            "wrong": lean_submission(ROOT / "solutions" / f"{lab}.ipynb", KEEP, {grade_id: source}),
+    folders = {lab: tmp_path_factory.mktemp(lab) for lab in WRONG}
+    # the shared fixture keeps grading.KEEP's cells: lab 2 needs its imports cell too
+    with mock.patch.object(grading, "KEEP", KEEP), ThreadPoolExecutor(len(WRONG)) as pool:
+        runs = {
+            lab: pool.submit(
+                grading.grade_solution_stubs_and_wrong,
+                lab,
+                folders[lab],
+                {grade_id: (source, n_failed)},
+            )
+            for lab, (grade_id, source, n_failed) in WRONG.items()
         }
-        paths = []
-        for name, nb in notebooks.items():
-            paths.append(folder / f"{name}.ipynb")
-            nbformat.write(nb, paths[-1])
-        cmd = [sys.executable, "-m", "labcore.grade", lab, *map(str, paths),
-               "--out", str(folder / "grades.csv"), "--feedback-dir", str(folder / "feedback"),
-               "--jobs", "2", "--timeout", "60", "--memory-mb", "3000"]  # fmt: skip
-        process = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        runs[lab] = (process, folder)
-    result = {}
-    for lab, (process, folder) in runs.items():
-        _, stderr = process.communicate(timeout=300)
-        assert process.returncode == 0, stderr[-3000:]
-        with open(folder / "grades.csv", newline="", encoding="utf-8") as handle:
-            result[lab] = {row["submission"]: row for row in csv.DictReader(handle)}
-    return result
-
-
-def points(lab: str, row: dict[str, str]) -> dict[str, float]:
-    return {e.grade_id: float(row[e.grade_id]) for e in load_rubric(lab).exercises}
-
-
-def full(lab: str) -> dict[str, float]:
-    return {e.grade_id: e.points for e in load_rubric(lab).exercises}
+        return {lab: run.result() for lab, run in runs.items()}
 
 
 @pytest.mark.parametrize("lab", list(WRONG))
 def test_solution_gets_full_marks(rows, lab):
+    rubric = load_rubric(lab)
     row = rows[lab]["solution"]
-    assert points(lab, row) == full(lab)
+    assert grading.points(rubric, row) == grading.full(rubric)
     assert row["status"] == "ok"
 
 
@@ -105,8 +84,8 @@ def test_untouched_lab_gets_zero_without_crashing(rows, lab):
 
 @pytest.mark.parametrize("lab", list(WRONG))
 def test_one_wrong_exercise_gets_exact_partial_credit(rows, lab):
-    grade_id, _, n_failed = WRONG[lab]
-    exercise = load_rubric(lab).exercise(grade_id)
-    n_cases = len(exercise.make_cases(0))
-    partial = round(exercise.points * (n_cases - n_failed) / n_cases, 2)
-    assert points(lab, rows[lab]["wrong"]) == {**full(lab), grade_id: partial}
+    grade_id, source, n_failed = WRONG[lab]
+    rubric = load_rubric(lab)
+    expected = grading.partial(rubric, {grade_id: (source, n_failed)})
+    assert expected[grade_id] < rubric.exercise(grade_id).points  # the mistake costs points
+    assert grading.points(rubric, rows[lab]["wrong"]) == expected
