@@ -28,23 +28,26 @@ ROOT = Path(__file__).resolve().parents[1]
 KEEP = ("setup", "imports")  # besides the exercise cells
 
 
-def lean(lab: str, base: str, replace: dict[str, str] | None = None) -> nbformat.NotebookNode:
-    """``base``/``lab``.ipynb (``base`` is ``solutions`` or ``labs``) reduced to its setup,
-    imports and exercise cells, the cells of ``replace`` (grade_id -> source) replaced."""
-    return lean_submission(ROOT / base / f"{lab}.ipynb", KEEP, replace)
+def lean(
+    lab: str, base: str, replace: dict[str, str] | None = None, keep: tuple[str, ...] = KEEP
+) -> nbformat.NotebookNode:
+    """``base``/``lab``.ipynb (``base`` is ``solutions`` or ``labs``) reduced to the cells of
+    ``keep`` and the exercise cells, the cells of ``replace`` (grade_id -> source) replaced."""
+    return lean_submission(ROOT / base / f"{lab}.ipynb", keep, replace)
 
 
 def grade_solution_stubs_and_wrong(
-    lab: str, folder: Path, wrong: dict[str, tuple[str, int]]
+    lab: str, folder: Path, wrong: dict[str, tuple[str, int]], keep: tuple[str, ...] = KEEP
 ) -> dict[str, dict[str, str]]:
     """Grade three lean submissions of ``lab`` in one command: ``solution``, ``stubs`` (the
     untouched lab) and ``wrong`` (the solution with each cell of ``wrong``, grade_id -> (source,
-    number of failing cases), replaced). Returns the gradebook rows by submission name."""
+    number of failing cases), replaced), each with the cells of ``keep`` besides its exercise
+    cells. Returns the gradebook rows by submission name."""
     notebooks = {
-        "solution": lean(lab, "solutions"),
-        "stubs": lean(lab, "labs"),
+        "solution": lean(lab, "solutions", keep=keep),
+        "stubs": lean(lab, "labs", keep=keep),
         "wrong": lean(
-            lab, "solutions", {grade_id: source for grade_id, (source, _) in wrong.items()}
+            lab, "solutions", {grade_id: source for grade_id, (source, _) in wrong.items()}, keep
         ),
     }
     paths = []

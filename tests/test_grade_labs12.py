@@ -10,7 +10,6 @@ The command, the gradebook's points and the expected partial credit come from
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from unittest import mock
 
 import grading_fixtures as grading
 import pytest
@@ -51,14 +50,14 @@ WRONG = {
 def rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, dict[str, str]]]:
     """Grade both labs (two commands at once, each with ``--jobs 2``); CSV rows per lab."""
     folders = {lab: tmp_path_factory.mktemp(lab) for lab in WRONG}
-    # the shared fixture keeps grading.KEEP's cells: lab 2 needs its imports cell too
-    with mock.patch.object(grading, "KEEP", KEEP), ThreadPoolExecutor(len(WRONG)) as pool:
+    with ThreadPoolExecutor(len(WRONG)) as pool:
         runs = {
             lab: pool.submit(
                 grading.grade_solution_stubs_and_wrong,
                 lab,
                 folders[lab],
                 {grade_id: (source, n_failed)},
+                KEEP,
             )
             for lab, (grade_id, source, n_failed) in WRONG.items()
         }

@@ -16,7 +16,6 @@ independent of the code under test), and its scores against the rubric and the C
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -350,7 +349,7 @@ def solution(stub: str | None = None) -> nbformat.NotebookNode:
 
 @pytest.fixture(scope="module")
 def runs(autograder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Every ``run_autograder`` run, at once, and the CSV grader on the partial submission."""
+    """Every ``run_autograder`` run, at once."""
     base = tmp_path_factory.mktemp("gradescope")
     env = {**os.environ, "LABCORE_PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     submissions = {
@@ -375,13 +374,6 @@ def runs(autograder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
             stderr=subprocess.STDOUT,
             text=True,
         )
-    csv_path = base / "csv" / "grades.csv"
-    processes["csv"] = subprocess.Popen(
-        [sys.executable, "-m", "labcore.grade", LAB,
-         str(base / "partial" / "autograder" / "submission" / f"{LAB}.ipynb"),
-         "--out", str(csv_path), "--feedback-dir", str(base / "csv" / "feedback")],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
     logs = {
         case: process.communicate(timeout=RUN_TIMEOUT_S)[0] for case, process in processes.items()
     }
@@ -391,9 +383,7 @@ def runs(autograder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         case: json.loads((base / case / "autograder" / "results" / "results.json").read_text())
         for case in submissions
     }
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        (row,) = list(csv.DictReader(handle))
-    return {"results": results, "csv": row, "logs": logs, "base": base}
+    return {"results": results, "logs": logs, "base": base}
 
 
 @pytest.mark.parametrize("case", ["solution", "blank", "partial", "none"])
@@ -419,11 +409,13 @@ def test_untouched_lab_gets_zero(runs: dict[str, Any]):
     assert all(t["status"] == "failed" and "not implemented" in t["output"] for t in data["tests"])
 
 
-def test_partial_submission_scores_in_between_as_the_csv_grader_does(runs: dict[str, Any]):
-    data, row = runs["results"]["partial"], runs["csv"]
+def test_partial_submission_loses_exactly_the_unanswered_exercise(runs: dict[str, Any]):
+    """The same grade as the CSV grader's (one grade_submissions): all but the stub's points."""
+    data = runs["results"]["partial"]
     assert 0 < data["score"] < RUBRIC.max_total
-    assert data["score"] == float(row["total"]) == RUBRIC.max_total - POINTS[STUB_EXERCISE]
-    assert [t["score"] for t in data["tests"]] == [float(row[g]) for g in POINTS]
+    assert data["score"] == RUBRIC.max_total - POINTS[STUB_EXERCISE]
+    expected = {g: 0.0 if g == STUB_EXERCISE else p for g, p in POINTS.items()}
+    assert [t["score"] for t in data["tests"]] == list(expected.values())
     failed = [t for t in data["tests"] if t["status"] == "failed"]
     assert len(failed) == 1 and "FAILED" in failed[0]["output"]
 

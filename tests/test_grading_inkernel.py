@@ -15,7 +15,7 @@ from labcore.grading.transport import decode
 
 def test_source_is_the_module_text_and_unknown_names_are_refused():
     assert source("harness").startswith('"""Kernel side of one hidden case')
-    assert "def forget()" in source("forget")
+    assert "def forget(full: bool = False)" in source("forget")
     with pytest.raises(ValueError, match="no kernel-side module"):
         source("../grade")
 

@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from multiprocessing import forkserver
 from pathlib import Path
 from typing import Any
 
@@ -115,11 +116,14 @@ class _Pool:
         self.lock = threading.Lock()
         self.live: dict[int, tuple[Any, str, int | None]] = {}
         self.uids: set[int] = set()
-        # Workers are forked from a server that has imported torch, nbclient and the rubrics once.
+        # Workers are forked from a server that has imported torch, nbclient and the lab's rubric
+        # once. It starts now and imports them while the main process builds the hidden cases.
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(
-            ["torch", "nbformat", "nbclient", "jupyter_client.manager", *RUBRICS.values()]
+            ["torch", "nbformat", "nbclient", "jupyter_client.manager", RUBRICS[options.lab]]
         )
+        with socket_safe_tempdir():
+            forkserver.ensure_running()
 
     def grade(self, index: int, name: str, path: Path) -> SubmissionGrade:
         """Grade one submission in its own worker process; never raises."""

@@ -62,8 +62,13 @@ KERNEL_OUTPUT_BYTES = 8 * 2**20  # printed text per stream beyond this is droppe
 MEMORY_ERRORS = ("MemoryError", "OutOfMemoryError")
 MEMORY_TEXT = ("can't allocate memory", "cannot allocate memory", "bad_alloc", "out of memory")
 NOT_IMPLEMENTED = "not implemented (the function raises NotImplementedError)"
-#: Run after a student's cell raised (see :mod:`labcore.grading.inkernel.forget`).
-FORGET = "exec({!r}, {{}})".format(source("forget") + "\nforget()\n")
+FORGET_SOURCE = source("forget")
+
+
+def forget_cell(full: bool) -> str:
+    """Run after a student's cell raised (see :mod:`labcore.grading.inkernel.forget`)."""
+    code = f"{FORGET_SOURCE}\nforget(full={full})\n"
+    return f"exec({code!r}, {{}})"
 
 
 class _Stop(Exception):
@@ -225,6 +230,11 @@ class Worker:
             return CellOutcome.DEAD
         return self.kernel.execute(source, timeout, store_history)
 
+    @staticmethod
+    def _out_of_memory(ename: str, evalue: str) -> bool:
+        """Whether an error says that memory ran out."""
+        return ename in MEMORY_ERRORS or any(t in evalue.lower() for t in MEMORY_TEXT)
+
     def _errors(self) -> list[tuple[str, str]]:
         """The errors of the last execution."""
         return self.kernel.errors if self.kernel is not None else []
@@ -242,12 +252,13 @@ class Worker:
         outcome = self._execute(source, timeout, store_history=True)
         errors = self._errors()
         if errors and outcome is CellOutcome.ERROR:
-            self._execute(FORGET, PROBE_TIMEOUT_S, store_history=False)
+            full = any(self._out_of_memory(ename, evalue) for ename, evalue in errors)
+            self._execute(forget_cell(full), PROBE_TIMEOUT_S, store_history=False)
         for ename, evalue in errors:
             self.grade.cell_errors.append(
                 f"{label} raised {ename}" + (f": {evalue}" if evalue else "")
             )
-            if ename in MEMORY_ERRORS or any(t in evalue.lower() for t in MEMORY_TEXT):
+            if self._out_of_memory(ename, evalue):
                 self.note(f"memory limit ({self.spec.memory_mb} MB) reached in cell {label}")
             if ename == "SystemExit":
                 self.note(f"cell {label} called sys.exit() (ignored; grading went on)")
