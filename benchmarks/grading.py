@@ -48,6 +48,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from labcore.grade import grade_submissions
+from labcore.grading.kernel import kernel_env as grading_kernel_env
 from labcore.grading.records import SubmissionGrade
 from labcore.rubrics import available_labs
 
@@ -211,33 +212,10 @@ def in_fresh_process(function: Callable[..., Any], *args: Any) -> tuple[float, f
 
 # --------------------------------------------------------------------------- the contenders
 def kernel_env(box: Path) -> dict[str, str]:
-    """The environment of a bare kernel: the one ``labcore.grade`` gives its kernels.
-
-    Mirrors ``kernel_env`` of labcore/grading/kernel.py (without the grader's token): the grader's
-    PATH, PYTHONPATH and VIRTUAL_ENV, a HOME, TMPDIR, IPython, Matplotlib and cache folder inside
-    ``box``, one thread for OpenMP, MKL and OpenBLAS, no GPU.
-    """
-    env = {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": str(box),
-        "TMPDIR": str(box / "tmp"),
-        "IPYTHONDIR": str(box / ".ipython"),
-        "MPLCONFIGDIR": str(box / ".matplotlib"),
-        "XDG_CACHE_HOME": str(box / ".cache"),
-        "MPLBACKEND": "Agg",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MALLOC_ARENA_MAX": "2",
-        "CUDA_VISIBLE_DEVICES": "",
-        "LABCORE_DEVICE": "cpu",
-        "PYTHONHASHSEED": "0",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "LANG": "C.UTF-8",
-    }
-    for name in ("PYTHONPATH", "VIRTUAL_ENV"):
-        if name in os.environ:
-            env[name] = os.environ[name]
+    """The environment of a bare kernel: the one ``labcore.grade`` gives its kernels
+    (:func:`labcore.grading.kernel.kernel_env`), without the grader's token."""
+    env = grading_kernel_env(box, "", "LABCORE_BENCH_UNUSED")
+    env.pop("LABCORE_BENCH_UNUSED")
     return env
 
 
