@@ -534,8 +534,12 @@ def execute_notebook(
     timeout: int = 120,
     allow_errors: bool = False,
     kernel_name: str = "python3",
+    env: dict[str, str] | None = None,
 ) -> nbformat.NotebookNode:
-    """Execute ``nb`` in a fresh kernel with working directory ``cwd`` and return it with outputs."""
+    """Execute ``nb`` in a fresh kernel with working directory ``cwd`` and return it with outputs.
+
+    ``env``: the kernel's environment (default: this process's).
+    """
     from nbclient import NotebookClient
 
     client = NotebookClient(
@@ -546,7 +550,7 @@ def execute_notebook(
         resources={"metadata": {"path": str(cwd)}},
         record_timing=False,
     )
-    client.execute()
+    client.execute(**({"env": env} if env is not None else {}))
     return nb
 
 
