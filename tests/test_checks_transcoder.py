@@ -5,75 +5,25 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from mistakes.lab5 import (
+    animacy_correlation,
+    fvu,
+    l0,
+    loss_recovered,
+    mlp_io,
+    normalize_decoder_rows,
+    penalty,
+    spliced_logits,
+    transcoder_forward,
+    transcoder_loss,
+)
 
 from labcore import transcoder as T
 from labcore.checks import CheckFailed
 from labcore.checks import transcoder as checks
 
-
 # ------------------------------------------------------------------------------- correct solutions
-def mlp_io(model, tokens, layer):
-    names = [f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out"]
-    _, cache = model.run_with_cache(tokens, names_filter=names)
-    return cache[names[0]].flatten(0, 1), cache[names[1]].flatten(0, 1)
-
-
-def transcoder_forward(x, W_enc, b_enc, W_dec, b_dec):
-    f = torch.relu(x @ W_enc + b_enc)
-    return f @ W_dec + b_dec, f
-
-
-def transcoder_loss(x, y, W_enc, b_enc, W_dec, b_dec, l1_coeff):
-    y_hat, f = transcoder_forward(x, W_enc, b_enc, W_dec, b_dec)
-    return ((y - y_hat).pow(2).sum(-1) + l1_coeff * f.abs().sum(-1)).mean()
-
-
-def normalize_decoder_rows(W_dec):
-    return W_dec / W_dec.norm(dim=1, keepdim=True)
-
-
-def fvu(y_hat, y):
-    y = y.reshape(-1, y.shape[-1])
-    y_hat = y_hat.reshape(y.shape)
-    return (y - y_hat).pow(2).sum() / (y - y.mean(0)).pow(2).sum()
-
-
-def l0(f):
-    return (f != 0).sum(-1).float().mean()
-
-
-def penalty(f, kind):
-    if kind == "l1":
-        return f.abs().sum(-1).mean()
-    if kind == "l2":
-        return f.pow(2).sum(-1).mean()
-    raise ValueError(f"kind must be 'l1' or 'l2', got {kind!r}")
-
-
-def spliced_logits(model, transcoder, layer, tokens):
-    stored = {}
-
-    def save_input(x, hook):
-        stored["x"] = x
-
-    def replace_output(y, hook):
-        return transcoder(stored.pop("x"))[0]
-
-    hooks = [(f"blocks.{layer}.ln2.hook_normalized", save_input),
-             (f"blocks.{layer}.hook_mlp_out", replace_output)]  # fmt: skip
-    return model.run_with_hooks(tokens, fwd_hooks=hooks)
-
-
-def loss_recovered(original, ablated, spliced):
-    return (ablated - spliced) / (ablated - original)
-
-
-def animacy_correlation(features, animate):
-    a = animate.to(features.dtype)
-    fc, ac = features - features.mean(0), a - a.mean()
-    cov = (fc * ac[:, None]).sum(0)
-    scale = fc.pow(2).sum(0).sqrt() * ac.pow(2).sum().sqrt()
-    return torch.where(scale > 0, cov / scale, torch.zeros_like(cov))
+# the mistake catalogue's solutions (tests/mistakes/lab5.py), and one ablation written here
 
 
 def _ablate(model, transcoder, layer, tokens, positions, features, *, keep_error=True,
